@@ -245,7 +245,9 @@ type CreditSessionsGetResponse struct {
 	Sessions []*CreditSession `protobuf:"bytes,2,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	// additional_properties holds top-level members of Plaid's response that this contract
 	// does not name yet, keyed by their JSON name. The REST mirror writes them back inline,
-	// beside request_id and sessions, as Plaid sent them.
+	// beside request_id and sessions, as Plaid sent them. Numbers travel as doubles, the
+	// range in which JSON numbers interoperate (RFC 8259, section 6): an integer beyond
+	// 2^53 comes back as the nearest double, as it would in a JavaScript client.
 	AdditionalProperties map[string]*structpb.Value `protobuf:"bytes,3,rep,name=additional_properties,json=additionalProperties,proto3" json:"additional_properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
@@ -966,18 +968,18 @@ var File_plaid_credit_v1_credit_proto protoreflect.FileDescriptor
 
 const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"\n" +
-	"\x1cplaid/credit/v1/credit.proto\x12\x0fplaid.credit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x01\n" +
-	"\x18CreditSessionsGetRequest\x12\x1d\n" +
+	"\x1cplaid/credit/v1/credit.proto\x12\x0fplaid.credit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n" +
+	"\x18CreditSessionsGetRequest\x12\"\n" +
 	"\n" +
-	"user_token\x18\x01 \x01(\tR\tuserToken\x12 \n" +
+	"user_token\x18\x01 \x01(\tB\x03\xe0A\x02R\tuserToken\x12 \n" +
 	"\tclient_id\x18\x02 \x01(\tH\x00R\bclientId\x88\x01\x01\x12 \n" +
 	"\x06secret\x18\x03 \x01(\tB\x03\x80\x01\x01H\x01R\x06secret\x88\x01\x01B\f\n" +
 	"\n" +
 	"_client_idB\t\n" +
-	"\a_secret\"\xd2\x02\n" +
-	"\x19CreditSessionsGetResponse\x12\x1d\n" +
+	"\a_secret\"\xd7\x02\n" +
+	"\x19CreditSessionsGetResponse\x12\"\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tR\trequestId\x12:\n" +
+	"request_id\x18\x01 \x01(\tB\x03\xe0A\x02R\trequestId\x12:\n" +
 	"\bsessions\x18\x02 \x03(\v2\x1e.plaid.credit.v1.CreditSessionR\bsessions\x12y\n" +
 	"\x15additional_properties\x18\x03 \x03(\v2D.plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntryR\x14additionalProperties\x1a_\n" +
 	"\x19AdditionalPropertiesEntry\x12\x10\n" +
