@@ -1,0 +1,61 @@
+package plaidjson
+
+import (
+	"math"
+	"strconv"
+	"strings"
+
+	creditv1 "creditsessions/gen/plaid/credit/v1"
+)
+
+// enumNames maps between an enum's proto value names and Plaid's spellings, which are
+// the proto names without the enum's prefix. It is built from the generated descriptor,
+// so a value added to the proto is known here without more code.
+type enumNames struct {
+	plaid map[string]int32 // Plaid spelling → number
+	names []string         // number → Plaid spelling; "" for the zero value
+}
+
+func newEnumNames(values map[string]int32, prefix string) enumNames {
+	e := enumNames{plaid: make(map[string]int32, len(values))}
+	for name, n := range values {
+		if n == 0 {
+			continue // the _UNSPECIFIED value is ours, never Plaid's
+		}
+		spelling := strings.TrimPrefix(name, prefix)
+		e.plaid[spelling] = n
+		for int(n) >= len(e.names) {
+			e.names = append(e.names, "")
+		}
+		e.names[n] = spelling
+	}
+	return e
+}
+
+func (e enumNames) parse(s string) (int32, bool) {
+	n, ok := e.plaid[s]
+	return n, ok
+}
+
+// name returns Plaid's spelling of n, or "" when n has none.
+func (e enumNames) name(n int32) string {
+	if n > 0 && int(n) < len(e.names) {
+		return e.names[n]
+	}
+	return ""
+}
+
+var (
+	bankIncomeStatuses = newEnumNames(creditv1.CreditSessionBankIncomeStatus_value,
+		"CREDIT_SESSION_BANK_INCOME_STATUS_")
+	bankEmploymentStatuses = newEnumNames(creditv1.CreditSessionBankEmploymentStatus_value,
+		"CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_")
+)
+
+func parseFloat(text string) (float64, error) {
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil || math.IsInf(f, 0) {
+		return 0, errValue("number out of range: " + text)
+	}
+	return f, nil
+}
