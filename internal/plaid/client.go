@@ -1,0 +1,254 @@
+// Package plaid is a client for Plaid's REST API, limited to `/credit/sessions/get`.
+//
+// It speaks HTTP and Plaid's JSON only. A call returns the decoded response, a *Error
+// when Plaid answered with one of its error bodies, a *ProtocolError when the upstream
+// answered with something that is not Plaid's protocol, or the transport's error
+// (including the context's, so errors.Is(err, context.DeadlineExceeded) works).
+package plaid
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/internal/plaidjson"
+)
+
+// APIVersion is the Plaid API version this client speaks, sent as Plaid-Version.
+const APIVersion = "2020-09-14"
+
+// Plaid's hosts, by environment name.
+var environments = map[string]string{
+	"sandbox":    "https://sandbox.plaid.com",
+	"production": "https://production.plaid.com",
+}
+
+// EnvironmentURL returns the base URL of Plaid's named environment: "sandbox" or
+// "production".
+func EnvironmentURL(name string) (string, error) {
+	if u, ok := environments[name]; ok {
+		return u, nil
+	}
+	return "", fmt.Errorf("plaid: unknown environment %q (want sandbox or production)", name)
+}
+
+// Credentials are a Plaid API client id and secret. They format as redacted, so they
+// can not leak through a log line or an error by accident.
+type Credentials struct {
+	ClientID string
+	Secret   string
+}
+
+// String redacts the secret.
+func (c Credentials) String() string { return "{ClientID:" + c.ClientID + " Secret:REDACTED}" }
+
+// GoString redacts the secret from %#v as well.
+func (c Credentials) GoString() string { return c.String() }
+
+// LogValue redacts the secret in structured logs.
+func (c Credentials) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.String("secret", "REDACTED"))
+}
+
+// Complete reports whether both halves are set.
+func (c Credentials) Complete() bool { return c.ClientID != "" && c.Secret != "" }
+
+// DefaultMaxResponseBytes bounds a response body: about 30,000 sessions.
+const DefaultMaxResponseBytes = 10 << 20
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is Plaid's base URL, such as https://sandbox.plaid.com. Required.
+	BaseURL string
+	// Credentials are sent with every call that does not bring its own.
+	Credentials Credentials
+	// HTTPClient makes the calls; nil means one from NewHTTPClient. Its CheckRedirect is
+	// replaced: redirects are never followed, since they would carry the credentials to
+	// wherever they point.
+	HTTPClient *http.Client
+	// MaxResponseBytes bounds a response body; 0 means DefaultMaxResponseBytes.
+	MaxResponseBytes int64
+	// UserAgent is sent as User-Agent; empty means "creditsessions".
+	UserAgent string
+}
+
+// Client calls Plaid. It is safe for concurrent use.
+type Client struct {
+	endpoint  string
+	creds     Credentials
+	http      *http.Client
+	maxBody   int64
+	userAgent string
+}
+
+// NewClient returns a client for the Plaid API at cfg.BaseURL.
+func NewClient(cfg Config) (*Client, error) {
+	base, err := ParseBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, err
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = NewHTTPClient()
+	}
+	noRedirects := *hc
+	noRedirects.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c := &Client{
+		endpoint:  strings.TrimSuffix(base.String(), "/") + "/credit/sessions/get",
+		creds:     cfg.Credentials,
+		http:      &noRedirects,
+		maxBody:   cfg.MaxResponseBytes,
+		userAgent: cfg.UserAgent,
+	}
+	if c.maxBody <= 0 {
+		c.maxBody = DefaultMaxResponseBytes
+	}
+	if c.userAgent == "" {
+		c.userAgent = "creditsessions"
+	}
+	return c, nil
+}
+
+// ParseBaseURL checks that s is an absolute http or https URL with a host and no query.
+func ParseBaseURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("plaid: base URL: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("plaid: base URL %q: scheme must be http or https", s)
+	case u.Host == "":
+		return nil, fmt.Errorf("plaid: base URL %q: no host", s)
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return nil, fmt.Errorf("plaid: base URL %q: must not have user info, a query or a fragment", s)
+	}
+	return u, nil
+}
+
+// NewHTTPClient returns an HTTP client for Plaid with pooled keep-alive connections,
+// HTTP/2 where the server offers it, and explicit timeouts on every phase. The overall
+// bound of a call comes from its context.
+func NewHTTPClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+	}}
+}
+
+// Request is one `/credit/sessions/get` call.
+type Request struct {
+	// UserToken names the user. Required.
+	UserToken string
+	// Credentials, when complete, are sent instead of the client's own.
+	Credentials Credentials
+}
+
+// CreditSessionsGet calls `POST /credit/sessions/get`.
+func (c *Client) CreditSessionsGet(ctx context.Context, r Request) (*creditv1.CreditSessionsGetResponse, error) {
+	creds := c.creds
+	if r.Credentials.Complete() {
+		creds = r.Credentials
+	}
+	body := plaidjson.AppendRequest(make([]byte, 0, 32+len(r.UserToken)),
+		&creditv1.CreditSessionsGetRequest{UserToken: r.UserToken})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("plaid: credit sessions get: %w", err)
+	}
+	h := req.Header
+	h["Content-Type"] = []string{"application/json"}
+	h["Accept"] = []string{"application/json"}
+	h["User-Agent"] = []string{c.userAgent}
+	h["Plaid-Version"] = []string{APIVersion}
+	h["Plaid-Client-Id"] = []string{creds.ClientID}
+	h["Plaid-Secret"] = []string{creds.Secret}
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("plaid: credit sessions get: %w", scrubURLError(err))
+	}
+	defer resp.Body.Close()
+
+	buf := getBuffer()
+	defer putBuffer(buf)
+	if err := readBody(buf, resp, c.maxBody); err != nil {
+		return nil, err
+	}
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		out := new(creditv1.CreditSessionsGetResponse)
+		if err := plaidjson.UnmarshalResponse(buf.Bytes(), out); err != nil {
+			return nil, &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "the success body is not a credit sessions response", Err: err}
+		}
+		if out.GetRequestId() == "" {
+			return nil, &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "the success body has no request_id"}
+		}
+		return out, nil
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		return nil, &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "redirect not followed (it would resend the credentials)"}
+	default:
+		return nil, parseError(resp, buf.Bytes())
+	}
+}
+
+// readBody reads the whole body into buf, failing past max bytes or on a body cut short.
+func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
+	if resp.ContentLength > max {
+		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("response body of %d bytes is over the %d-byte limit", resp.ContentLength, max)}
+	}
+	if resp.ContentLength > 0 {
+		buf.Grow(int(resp.ContentLength))
+	}
+	n, err := buf.ReadFrom(io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("plaid: credit sessions get: reading the response: %w", err)
+		}
+		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "the response body was cut short", Err: err}
+	}
+	if n > max {
+		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("response body is over the %d-byte limit", max)}
+	}
+	return nil
+}
+
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+// putBuffer recycles buf unless it grew large, so one huge response does not pin memory.
+func putBuffer(buf *bytes.Buffer) {
+	if buf.Cap() > 1<<20 {
+		return
+	}
+	buf.Reset()
+	buffers.Put(buf)
+}
+
+// scrubURLError drops the URL from a *url.Error: the method and path are enough, and a
+// base URL may carry something an operator would rather not see in every log line.
+func scrubURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
