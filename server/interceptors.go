@@ -1,0 +1,63 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ChainUnary folds interceptors into one, the first outermost, as
+// grpc.ChainUnaryInterceptor does inside a server.
+func ChainUnary(interceptors ...grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		next := handler
+		for i := len(interceptors) - 1; i >= 0; i-- {
+			icpt, inner := interceptors[i], next
+			next = func(ctx context.Context, req any) (any, error) { return icpt(ctx, req, info, inner) }
+		}
+		return next(ctx, req)
+	}
+}
+
+// recoverPanics turns a panic in a handler into Internal, so one bad call cannot take the
+// process down. The stack goes to the log, not to the caller.
+func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				logger.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+				resp, err = nil, status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+// logCalls writes one line per call: method, code and latency. Requests and responses
+// are not logged: they carry user tokens.
+func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		st := status.Convert(err)
+		level := slog.LevelInfo
+		if st.Code() == codes.Internal || st.Code() == codes.Unknown || st.Code() == codes.DataLoss {
+			level = slog.LevelError
+		}
+		attrs := []slog.Attr{
+			slog.String("method", info.FullMethod),
+			slog.String("code", st.Code().String()),
+			slog.Duration("latency", time.Since(start)),
+		}
+		if err != nil {
+			attrs = append(attrs, slog.String("error", st.Message()))
+		}
+		logger.LogAttrs(ctx, level, "call", attrs...)
+		return resp, err
+	}
+}
