@@ -1,0 +1,68 @@
+package mirror
+
+import (
+	"io"
+
+	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/internal/plaidjson"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// plaidMarshaler reads and writes the service's messages as Plaid's JSON (see
+// internal/plaidjson); anything else falls back to protojson with proto names.
+type plaidMarshaler struct{}
+
+var fallback = &runtime.JSONPb{
+	MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
+	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+}
+
+func (plaidMarshaler) ContentType(any) string { return "application/json; charset=utf-8" }
+
+func (plaidMarshaler) Marshal(v any) ([]byte, error) {
+	if m, ok := v.(*creditv1.CreditSessionsGetResponse); ok {
+		return plaidjson.AppendResponse(make([]byte, 0, 512), m)
+	}
+	return fallback.Marshal(v)
+}
+
+func (plaidMarshaler) Unmarshal(data []byte, v any) error {
+	if m, ok := v.(*creditv1.CreditSessionsGetRequest); ok {
+		return plaidjson.UnmarshalRequest(data, m)
+	}
+	return fallback.Unmarshal(data, v)
+}
+
+// NewDecoder reads the whole body, then decodes it. The decoding error is also left on
+// the body, when it is the mirror's, for the error handler to classify.
+func (m plaidMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
+	return runtime.DecoderFunc(func(v any) error {
+		data, err := io.ReadAll(r)
+		if err == nil {
+			err = m.Unmarshal(data, v)
+		}
+		if rb, ok := r.(*requestBody); ok {
+			rb.err = err
+		}
+		return err
+	})
+}
+
+func (m plaidMarshaler) NewEncoder(w io.Writer) runtime.Encoder {
+	return runtime.EncoderFunc(func(v any) error {
+		data, err := m.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
+	})
+}
+
+// requestBody is a request body that remembers why decoding it failed.
+type requestBody struct {
+	io.ReadCloser
+	err error
+}

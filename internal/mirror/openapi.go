@@ -1,0 +1,106 @@
+package mirror
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"creditsessions/gen/openapi"
+)
+
+// openAPIDocument returns the generated OpenAPI document corrected to describe the JSON
+// the mirror really sends, which follows Plaid rather than protojson:
+//   - enum values are Plaid's spellings, without the proto prefix or _UNSPECIFIED;
+//   - unrecognized_status is never sent under that name (it goes out as status);
+//   - CreditSessionsGetResponse is open: additional_properties go out inline.
+func openAPIDocument() ([]byte, error) {
+	var doc map[string]any
+	if err := json.Unmarshal(openapi.CreditSessions, &doc); err != nil {
+		return nil, fmt.Errorf("mirror: generated OpenAPI document: %w", err)
+	}
+	doc["info"] = map[string]any{
+		"title":       "Credit sessions",
+		"version":     "v1",
+		"description": "Plaid's /credit/sessions/get, served by the credit sessions service in Plaid's own JSON.",
+	}
+	defs, _ := doc["definitions"].(map[string]any)
+	for _, d := range defs {
+		def, _ := d.(map[string]any)
+		if values, ok := def["enum"].([]any); ok {
+			fixEnum(def, values)
+		}
+		if props, ok := def["properties"].(map[string]any); ok {
+			delete(props, "unrecognized_status")
+			if _, open := props["additional_properties"]; open {
+				delete(props, "additional_properties")
+				def["additionalProperties"] = true
+			}
+		}
+	}
+	dropUnreferenced(doc, defs)
+	return json.MarshalIndent(doc, "", "  ")
+}
+
+// dropUnreferenced removes definitions that nothing refers to any more, such as the
+// types of the fields removed above.
+func dropUnreferenced(doc, defs map[string]any) {
+	for {
+		text, _ := json.Marshal(doc)
+		removed := false
+		for name := range defs {
+			if !bytes.Contains(text, []byte(`"#/definitions/`+name+`"`)) {
+				delete(defs, name)
+				removed = true
+			}
+		}
+		if !removed {
+			return
+		}
+	}
+}
+
+// fixEnum strips the prefix that the _UNSPECIFIED value reveals from every value.
+func fixEnum(def map[string]any, values []any) {
+	prefix := ""
+	for _, v := range values {
+		if s, _ := v.(string); strings.HasSuffix(s, "_UNSPECIFIED") {
+			prefix = strings.TrimSuffix(s, "UNSPECIFIED")
+		}
+	}
+	if prefix == "" {
+		return
+	}
+	var plaid []any
+	for _, v := range values {
+		if s, _ := v.(string); !strings.HasSuffix(s, "_UNSPECIFIED") {
+			plaid = append(plaid, strings.TrimPrefix(s, prefix))
+		}
+	}
+	def["enum"] = plaid
+	delete(def, "default")
+	if desc, ok := def["description"].(string); ok {
+		// protoc-gen-openapiv2 lists the values as " - NAME: comment" entries.
+		entries := strings.Split(strings.ReplaceAll(desc, prefix, ""), "\n - ")
+		kept := entries[:1]
+		for _, entry := range entries[1:] {
+			name, comment, _ := strings.Cut(entry, ": ")
+			if name == "UNSPECIFIED" {
+				continue
+			}
+			// The proto comment starts by naming the value again.
+			kept = append(kept, name+": "+strings.TrimPrefix(comment, name+": "))
+		}
+		def["description"] = strings.Join(kept, "\n - ")
+	}
+}
+
+func serveDocument(doc []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+		_, _ = w.Write(doc)
+	})
+}
