@@ -1,0 +1,132 @@
+// Command creditsessionsd serves Plaid's credit sessions over gRPC and as Plaid-shaped
+// JSON over HTTP.
+//
+// Upstream comes from the environment: PLAID_CLIENT_ID and PLAID_SECRET, with PLAID_ENV
+// (sandbox or production) or PLAID_BASE_URL (any Plaid-compatible API; it wins over
+// PLAID_ENV). With none of them set, it serves from an embedded Plaid emulator.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"creditsessions/internal/app"
+	"creditsessions/internal/emulator"
+	"creditsessions/internal/plaid"
+
+	"golang.org/x/term"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "creditsessionsd:", err)
+		os.Exit(1)
+	}
+}
+
+// run parses flags and environment, then serves until ctx is done.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("creditsessionsd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	grpcAddr := fs.String("grpc-addr", "localhost:50051", "gRPC listen `address`")
+	httpAddr := fs.String("http-addr", "localhost:8080", "REST mirror listen `address`")
+	grace := fs.Duration("shutdown-grace", 10*time.Second, "how long calls in flight may take to finish on shutdown")
+	logFormat := fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		// Not echoed: a secret typed here by mistake must not reach a log.
+		return fmt.Errorf("%d unexpected argument(s): configuration comes from flags and PLAID_* environment variables", fs.NArg())
+	}
+	logger, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	upstream, err := plaidFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	a, err := app.New(app.Config{
+		GRPCAddr:      *grpcAddr,
+		HTTPAddr:      *httpAddr,
+		Plaid:         upstream,
+		ShutdownGrace: *grace,
+		Logger:        logger,
+	})
+	if err != nil {
+		return err
+	}
+	if a.EmulatorURL() != "" {
+		logger.Info("no Plaid credentials configured: serving from the embedded Plaid emulator", "emulator_url", a.EmulatorURL())
+		printTryIt(stderr, a)
+	} else {
+		logger.Info("calling Plaid", "base_url", upstream.BaseURL, "client_id", upstream.Credentials.ClientID)
+	}
+	return a.Run(ctx)
+}
+
+// plaidFromEnv reads the upstream configuration. It names the variable at fault.
+func plaidFromEnv(getenv func(string) string) (app.PlaidConfig, error) {
+	cfg := app.PlaidConfig{
+		BaseURL:     getenv("PLAID_BASE_URL"),
+		Credentials: plaid.Credentials{ClientID: getenv("PLAID_CLIENT_ID"), Secret: getenv("PLAID_SECRET")},
+	}
+	if env := getenv("PLAID_ENV"); env != "" {
+		u, err := plaid.EnvironmentURL(env)
+		if err != nil {
+			return cfg, fmt.Errorf("PLAID_ENV: %w", err)
+		}
+		if cfg.BaseURL == "" {
+			cfg.BaseURL = u
+		}
+	}
+	if cfg.BaseURL != "" {
+		if _, err := plaid.ParseBaseURL(cfg.BaseURL); err != nil {
+			return cfg, fmt.Errorf("PLAID_BASE_URL: %w", err)
+		}
+		if cfg.Credentials == (plaid.Credentials{}) {
+			return cfg, errors.New("PLAID_CLIENT_ID and PLAID_SECRET are required with PLAID_ENV or PLAID_BASE_URL")
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "text"
+		}
+	}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	default:
+		return nil, fmt.Errorf("-log-format %q: want json, text or auto", format)
+	}
+}
+
+// printTryIt prints ready-to-paste commands against the emulator's example user. They
+// are plain lines, not log records, so that their quotes survive.
+func printTryIt(w io.Writer, a *app.App) {
+	token := emulator.Fixtures()[0].Token
+	fmt.Fprintf(w, `
+  Serving from the embedded Plaid emulator. Try:
+    grpcurl -plaintext -d '{"user_token":"%[1]s"}' %[2]s plaid.credit.v1.CreditService/CreditSessionsGet
+    curl -s -H 'Content-Type: application/json' -d '{"user_token":"%[1]s"}' http://%[3]s/credit/sessions/get
+
+`, token, a.GRPCAddr(), a.HTTPAddr())
+}

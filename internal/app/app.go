@@ -1,0 +1,227 @@
+// Package app wires the service together: the Plaid client (or the embedded emulator),
+// the gRPC server, the REST mirror and their listeners. cmd/creditsessionsd and the
+// end-to-end tests both run the service through it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"creditsessions/internal/emulator"
+	"creditsessions/internal/mirror"
+	"creditsessions/internal/plaid"
+	"creditsessions/server"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+)
+
+// Config is everything the service needs to run. Zero values mean the defaults.
+type Config struct {
+	// GRPCAddr is the gRPC listen address; default localhost:50051.
+	GRPCAddr string
+	// HTTPAddr is the REST mirror's listen address; default localhost:8080.
+	HTTPAddr string
+	// Plaid says where calls go. Its zero value means the embedded emulator.
+	Plaid PlaidConfig
+	// ShutdownGrace bounds how long calls in flight may take to finish once shutdown
+	// starts; default 10s.
+	ShutdownGrace time.Duration
+	// Logger receives the service's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Interceptors run on every call, gRPC and REST, after the service's own.
+	Interceptors []grpc.UnaryServerInterceptor
+}
+
+// PlaidConfig locates the upstream Plaid API.
+type PlaidConfig struct {
+	// BaseURL of a Plaid-compatible API. Empty means the embedded emulator, in which
+	// case Credentials must be empty too.
+	BaseURL string
+	// Credentials the service calls Plaid with.
+	Credentials plaid.Credentials
+}
+
+// Embedded reports whether c asks for the embedded emulator.
+func (c PlaidConfig) Embedded() bool {
+	return c.BaseURL == "" && c.Credentials == (plaid.Credentials{})
+}
+
+// Validate reports a configuration that cannot work, in words an operator can act on.
+func (c PlaidConfig) Validate() error {
+	if c.Embedded() {
+		return nil
+	}
+	if c.BaseURL == "" {
+		return errors.New("Plaid credentials are set but no Plaid API is: set PLAID_ENV or PLAID_BASE_URL")
+	}
+	if _, err := plaid.ParseBaseURL(c.BaseURL); err != nil {
+		return err
+	}
+	if !c.Credentials.Complete() {
+		return errors.New("Plaid credentials are half set: set both PLAID_CLIENT_ID and PLAID_SECRET")
+	}
+	return nil
+}
+
+// App is the running service.
+type App struct {
+	cfg      Config
+	logger   *slog.Logger
+	grpc     *server.GRPC
+	http     *http.Server
+	grpcLn   net.Listener
+	httpLn   net.Listener
+	emulator *emulator.Server
+}
+
+// New builds the service and opens its listeners, so that their addresses are known
+// (and a port in use is reported) before Run.
+func New(cfg Config) (_ *App, err error) {
+	if cfg.GRPCAddr == "" {
+		cfg.GRPCAddr = "localhost:50051"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "localhost:8080"
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := cfg.Plaid.Validate(); err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, logger: cfg.Logger}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+
+	upstream := cfg.Plaid
+	if upstream.Embedded() {
+		if a.emulator, err = emulator.Start("127.0.0.1:0", emulator.Config{}); err != nil {
+			return nil, fmt.Errorf("starting the embedded Plaid emulator: %w", err)
+		}
+		upstream.BaseURL = a.emulator.URL
+		upstream.Credentials = plaid.Credentials{ClientID: a.emulator.Emulator.ClientID(), Secret: a.emulator.Emulator.Secret()}
+	}
+	client, err := plaid.NewClient(plaid.Config{BaseURL: upstream.BaseURL, Credentials: upstream.Credentials})
+	if err != nil {
+		return nil, err
+	}
+
+	a.grpc = server.NewGRPCServer(server.New(client), server.Options{Logger: a.logger, Interceptors: cfg.Interceptors})
+	rest, err := mirror.New(a.grpc.Service(), mirror.Options{Interceptor: a.grpc.Interceptor})
+	if err != nil {
+		return nil, err
+	}
+	a.http = &http.Server{
+		Handler:           rest,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+	}
+	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("gRPC listener: %w", err)
+	}
+	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP listener: %w", err)
+	}
+	return a, nil
+}
+
+// GRPCAddr is the address the gRPC server listens on.
+func (a *App) GRPCAddr() net.Addr { return a.grpcLn.Addr() }
+
+// HTTPAddr is the address the REST mirror listens on.
+func (a *App) HTTPAddr() net.Addr { return a.httpLn.Addr() }
+
+// EmulatorURL is the embedded emulator's base URL, or "" when calls go to Plaid.
+func (a *App) EmulatorURL() string {
+	if a.emulator == nil {
+		return ""
+	}
+	return a.emulator.URL
+}
+
+// Emulator is the embedded emulator, or nil when calls go to Plaid.
+func (a *App) Emulator() *emulator.Emulator {
+	if a.emulator == nil {
+		return nil
+	}
+	return a.emulator.Emulator
+}
+
+// Run serves until ctx is done, then shuts down gracefully: health turns NOT_SERVING,
+// new calls are refused, calls in flight get ShutdownGrace to finish. It returns nil
+// after a clean shutdown.
+func (a *App) Run(ctx context.Context) error {
+	defer a.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := a.grpc.Serve(a.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("gRPC server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("HTTP server: %w", err)
+		}
+		return nil
+	})
+	a.logger.Info("serving", "grpc_addr", a.GRPCAddr().String(), "http_addr", a.HTTPAddr().String())
+	g.Go(func() error {
+		<-gctx.Done()
+		a.shutdown()
+		return nil
+	})
+	return g.Wait()
+}
+
+func (a *App) shutdown() {
+	a.logger.Info("shutting down", "grace", a.cfg.ShutdownGrace)
+	a.grpc.Health.Shutdown() // every service NOT_SERVING, so balancers stop sending
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
+	defer cancel()
+
+	stopped := make(chan struct{})
+	go func() {
+		a.grpc.GracefulStop()
+		close(stopped)
+	}()
+	if err := a.http.Shutdown(ctx); err != nil {
+		a.logger.Warn("REST mirror: calls still running at the end of the grace period", "error", err)
+		_ = a.http.Close()
+	}
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		a.logger.Warn("gRPC: calls still running at the end of the grace period; stopping them")
+		a.grpc.Stop()
+		<-stopped
+	}
+	a.logger.Info("stopped")
+}
+
+// close releases what New opened, for a New that failed or a Run that ended.
+func (a *App) close() {
+	for _, ln := range []net.Listener{a.grpcLn, a.httpLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	if a.emulator != nil {
+		_ = a.emulator.Close()
+	}
+}
