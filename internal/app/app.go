@@ -58,13 +58,13 @@ func (c PlaidConfig) Validate() error {
 		return nil
 	}
 	if c.BaseURL == "" {
-		return errors.New("Plaid credentials are set but no Plaid API is: set PLAID_ENV or PLAID_BASE_URL")
+		return errors.New("credentials are set but no Plaid API is: set PLAID_ENV or PLAID_BASE_URL")
 	}
 	if _, err := plaid.ParseBaseURL(c.BaseURL); err != nil {
 		return err
 	}
 	if !c.Credentials.Complete() {
-		return errors.New("Plaid credentials are half set: set both PLAID_CLIENT_ID and PLAID_SECRET")
+		return errors.New("credentials are half set: set both PLAID_CLIENT_ID and PLAID_SECRET")
 	}
 	return nil
 }
