@@ -4,6 +4,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
@@ -12,9 +14,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 )
 
 // Upstream is what the service needs of Plaid; *plaid.Client is one.
@@ -22,30 +24,109 @@ type Upstream interface {
 	CreditSessionsGet(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error)
 }
 
+// Credential modes: whose Plaid keys a call is made with.
+const (
+	// ServiceKeys: the service's own keys. Keys a caller sends are ignored: never
+	// forwarded, never logged.
+	ServiceKeys = "service"
+	// CallerKeys: the caller's keys, from the request's client_id and secret or the
+	// plaid-client-id and plaid-secret metadata (the REST mirror passes the
+	// PLAID-CLIENT-ID and PLAID-SECRET headers as those), so one deployment can serve
+	// several Plaid accounts.
+	CallerKeys = "caller"
+)
+
+// Metadata keys the service reads and writes.
+const (
+	// RequestIDHeader carries Plaid's request id back on every call that reached Plaid,
+	// success or failure, so an operator can quote it to Plaid.
+	RequestIDHeader = "plaid-request-id"
+	clientIDKey     = "plaid-client-id"
+	secretKey       = "plaid-secret"
+)
+
 // Service is the CreditService implementation.
 type Service struct {
 	creditv1.UnimplementedCreditServiceServer
-	upstream Upstream
+	upstream   Upstream
+	callerKeys bool
 }
 
 var _ creditv1.CreditServiceServer = (*Service)(nil)
 
-// New returns a Service that fulfils calls from upstream.
-func New(upstream Upstream) *Service {
-	return &Service{upstream: upstream}
+// New returns a Service that fulfils calls from upstream. credentials is ServiceKeys
+// (or "") or CallerKeys.
+func New(upstream Upstream, credentials string) (*Service, error) {
+	switch credentials {
+	case "", ServiceKeys:
+		return &Service{upstream: upstream}, nil
+	case CallerKeys:
+		return &Service{upstream: upstream, callerKeys: true}, nil
+	default:
+		return nil, fmt.Errorf("credentials mode %q: want %q or %q", credentials, ServiceKeys, CallerKeys)
+	}
 }
 
 // CreditSessionsGet checks the request, then fetches the user's sessions from Plaid. The
 // caller's deadline and cancellation travel with ctx to the upstream request.
 func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSessionsGetRequest) (*creditv1.CreditSessionsGetResponse, error) {
-	if req.GetUserToken() == "" {
-		return nil, status.Error(codes.InvalidArgument, "user_token is required")
+	call := plaid.Request{UserToken: req.GetUserToken()}
+	var missing []string
+	if call.UserToken == "" {
+		missing = append(missing, "user_token")
 	}
-	resp, err := s.upstream.CreditSessionsGet(ctx, plaid.Request{UserToken: req.GetUserToken()})
+	if s.callerKeys {
+		call.Credentials = callerCredentials(ctx, req)
+		if call.Credentials.ClientID == "" {
+			missing = append(missing, "client_id")
+		}
+		if call.Credentials.Secret == "" {
+			missing = append(missing, "secret")
+		}
+	}
+	if len(missing) > 0 {
+		return nil, missingFields(codes.InvalidArgument, missing...)
+	}
+
+	resp, err := s.upstream.CreditSessionsGet(ctx, call)
 	if err != nil {
-		return nil, Status(ctx, err).Err()
+		err = upstreamStatus(ctx, err, s.callerKeys)
+		var ue *UpstreamError
+		if errors.As(err, &ue) && ue.Plaid.RequestID != "" {
+			setRequestID(ctx, ue.Plaid.RequestID)
+		}
+		return nil, err
 	}
+	setRequestID(ctx, resp.GetRequestId())
 	return resp, nil
+}
+
+// callerCredentials takes the caller's keys from the request, or else from metadata.
+func callerCredentials(ctx context.Context, req *creditv1.CreditSessionsGetRequest) plaid.Credentials {
+	creds := plaid.Credentials{ClientID: req.GetClientId(), Secret: req.GetSecret()}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if creds.ClientID == "" {
+		creds.ClientID = first(md.Get(clientIDKey))
+	}
+	if creds.Secret == "" {
+		creds.Secret = first(md.Get(secretKey))
+	}
+	return creds
+}
+
+func first(values []string) string {
+	if len(values) > 0 {
+		return values[0]
+	}
+	return ""
+}
+
+// setRequestID sends Plaid's request id as response header metadata. A failure only
+// means the call ended already; the id is in the body or the error details anyway.
+func setRequestID(ctx context.Context, id string) {
+	if id != "" {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
+	}
 }
 
 // Options configure NewGRPCServer.

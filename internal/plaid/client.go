@@ -212,7 +212,7 @@ func (c *Client) CreditSessionsGet(ctx context.Context, r Request) (*creditv1.Cr
 // readBody reads the whole body into buf, failing past max bytes or on a body cut short.
 func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
 	if resp.ContentLength > max {
-		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("response body of %d bytes is over the %d-byte limit", resp.ContentLength, max)}
+		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("a body of %d bytes, over the %d-byte limit", resp.ContentLength, max), Err: ErrTooLarge}
 	}
 	if resp.ContentLength > 0 {
 		buf.Grow(int(resp.ContentLength))
@@ -225,7 +225,7 @@ func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
 		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "the response body was cut short", Err: err}
 	}
 	if n > max {
-		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("response body is over the %d-byte limit", max)}
+		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("a body over the %d-byte limit", max), Err: ErrTooLarge}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package plaid
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -61,6 +62,9 @@ func (e *ProtocolError) Error() string {
 }
 
 func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// ErrTooLarge is the cause of a ProtocolError for a body over the size limit.
+var ErrTooLarge = errors.New("response body over the size limit")
 
 // parseError turns a non-2xx answer into an *Error when its body is Plaid's error JSON,
 // and a *ProtocolError otherwise (an HTML page from a load balancer, say).
