@@ -39,20 +39,34 @@ func UnmarshalRequest(data []byte, m *creditv1.CreditSessionsGetRequest) error {
 		return d.typeError("an object")
 	}
 	var unknown []string
+	var invalid error // the first known member of the wrong type
+	known := func(key string, err error) error {
+		if err == nil {
+			return nil
+		}
+		if _, syntax := err.(*SyntaxError); syntax {
+			return err
+		}
+		// Keep reading: Plaid reports unknown members before wrongly typed ones.
+		if invalid == nil {
+			invalid = inField(key, err)
+		}
+		return d.skip(0)
+	}
 	err := d.object(func(key string) error {
 		switch key {
 		case "user_token":
 			v, err := d.optString()
 			m.UserToken = v.get()
-			return inField(key, err)
+			return known(key, err)
 		case "client_id":
 			v, err := d.optString()
 			m.ClientId = v.ptr()
-			return inField(key, err)
+			return known(key, err)
 		case "secret":
 			v, err := d.optString()
 			m.Secret = v.ptr()
-			return inField(key, err)
+			return known(key, err)
 		default:
 			unknown = append(unknown, key)
 			return d.skip(0)
@@ -67,7 +81,7 @@ func UnmarshalRequest(data []byte, m *creditv1.CreditSessionsGetRequest) error {
 	if len(unknown) > 0 {
 		return &UnknownFieldsError{Fields: unknown}
 	}
-	return nil
+	return invalid
 }
 
 type decoder struct {
