@@ -21,6 +21,7 @@ import (
 	"creditsessions/internal/app"
 	"creditsessions/internal/emulator"
 	"creditsessions/internal/plaid"
+	"creditsessions/server"
 
 	"golang.org/x/term"
 )
@@ -42,6 +43,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	httpAddr := fs.String("http-addr", "localhost:8080", "REST mirror listen `address`")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "how long calls in flight may take to finish on shutdown")
 	logFormat := fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
+	credentials := fs.String("plaid-credentials", server.ServiceKeys,
+		"whose Plaid keys calls use: service (PLAID_CLIENT_ID/PLAID_SECRET; callers' keys are ignored) or caller (each call's own, passed through)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	upstream, err := plaidFromEnv(getenv)
+	upstream, err := plaidFromEnv(getenv, *credentials)
 	if err != nil {
 		return err
 	}
@@ -77,10 +80,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 }
 
 // plaidFromEnv reads the upstream configuration. It names the variable at fault.
-func plaidFromEnv(getenv func(string) string) (app.PlaidConfig, error) {
+func plaidFromEnv(getenv func(string) string, credentialsMode string) (app.PlaidConfig, error) {
 	cfg := app.PlaidConfig{
-		BaseURL:     getenv("PLAID_BASE_URL"),
-		Credentials: plaid.Credentials{ClientID: getenv("PLAID_CLIENT_ID"), Secret: getenv("PLAID_SECRET")},
+		BaseURL:         getenv("PLAID_BASE_URL"),
+		Credentials:     plaid.Credentials{ClientID: getenv("PLAID_CLIENT_ID"), Secret: getenv("PLAID_SECRET")},
+		CredentialsMode: credentialsMode,
+	}
+	if credentialsMode != server.ServiceKeys && credentialsMode != server.CallerKeys {
+		return cfg, fmt.Errorf("-plaid-credentials %q: want %s or %s", credentialsMode, server.ServiceKeys, server.CallerKeys)
 	}
 	if env := getenv("PLAID_ENV"); env != "" {
 		u, err := plaid.EnvironmentURL(env)
@@ -95,7 +102,7 @@ func plaidFromEnv(getenv func(string) string) (app.PlaidConfig, error) {
 		if _, err := plaid.ParseBaseURL(cfg.BaseURL); err != nil {
 			return cfg, fmt.Errorf("PLAID_BASE_URL: %w", err)
 		}
-		if cfg.Credentials == (plaid.Credentials{}) {
+		if cfg.Credentials == (plaid.Credentials{}) && credentialsMode == server.ServiceKeys {
 			return cfg, errors.New("PLAID_CLIENT_ID and PLAID_SECRET are required with PLAID_ENV or PLAID_BASE_URL")
 		}
 	}

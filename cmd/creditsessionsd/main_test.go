@@ -48,7 +48,7 @@ func TestPlaidFromEnv(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := plaidFromEnv(env(tt.vars))
+			cfg, err := plaidFromEnv(env(tt.vars), "service")
 			if tt.wantErr != "" {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), tt.wantErr)

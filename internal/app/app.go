@@ -45,12 +45,17 @@ type PlaidConfig struct {
 	BaseURL string
 	// Credentials the service calls Plaid with.
 	Credentials plaid.Credentials
+	// CredentialsMode is server.ServiceKeys (the default) or server.CallerKeys. With
+	// caller keys, Credentials may be empty.
+	CredentialsMode string
 }
 
 // Embedded reports whether c asks for the embedded emulator.
 func (c PlaidConfig) Embedded() bool {
 	return c.BaseURL == "" && c.Credentials == (plaid.Credentials{})
 }
+
+func (c PlaidConfig) callerKeys() bool { return c.CredentialsMode == server.CallerKeys }
 
 // Validate reports a configuration that cannot work, in words an operator can act on.
 func (c PlaidConfig) Validate() error {
@@ -62,6 +67,9 @@ func (c PlaidConfig) Validate() error {
 	}
 	if _, err := plaid.ParseBaseURL(c.BaseURL); err != nil {
 		return err
+	}
+	if c.Credentials == (plaid.Credentials{}) && c.callerKeys() {
+		return nil // every call brings its own
 	}
 	if !c.Credentials.Complete() {
 		return errors.New("credentials are half set: set both PLAID_CLIENT_ID and PLAID_SECRET")
@@ -118,7 +126,11 @@ func New(cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 
-	a.grpc = server.NewGRPCServer(server.New(client), server.Options{Logger: a.logger, Interceptors: cfg.Interceptors})
+	svc, err := server.New(client, cfg.Plaid.CredentialsMode)
+	if err != nil {
+		return nil, err
+	}
+	a.grpc = server.NewGRPCServer(svc, server.Options{Logger: a.logger, Interceptors: cfg.Interceptors})
 	rest, err := mirror.New(a.grpc.Service(), mirror.Options{Interceptor: a.grpc.Interceptor})
 	if err != nil {
 		return nil, err

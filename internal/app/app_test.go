@@ -343,10 +343,13 @@ func TestInterceptorsRunOnRESTCallsToo(t *testing.T) {
 // plaidCompatible is another Plaid-compatible server: it records what it was sent and
 // answers with a body of its own.
 type plaidCompatible struct {
-	mu       sync.Mutex
-	headers  http.Header
-	body     []byte
-	answer   string
+	mu          sync.Mutex
+	headers     http.Header
+	body        []byte
+	status      int    // 0 means 200
+	contentType string // "" means application/json
+	location    string // a Location header, for redirects
+	answer      string
 	canceled chan struct{} // closed when a request's context ends before it is answered
 	block    bool
 }
@@ -361,7 +364,17 @@ func (p *plaidCompatible) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		close(p.canceled)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	contentType := p.contentType
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	w.Header().Set("Content-Type", contentType)
+	if p.location != "" {
+		w.Header().Set("Location", p.location)
+	}
+	if p.status != 0 {
+		w.WriteHeader(p.status)
+	}
 	_, _ = io.WriteString(w, p.answer)
 }
 

@@ -11,7 +11,10 @@ package mirror
 
 import (
 	"context"
+	"errors"
+	"mime"
 	"net/http"
+	"strings"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
 
@@ -33,7 +36,7 @@ type Options struct {
 }
 
 // New returns the HTTP handler of the mirror: `POST /credit/sessions/get` and the
-// OpenAPI document at `GET /openapi.json`.
+// OpenAPI document at `GET /openapi.json`. Every error it answers is in Plaid's shape.
 func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = DefaultMaxRequestBytes
@@ -42,6 +45,9 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, plaidMarshaler{}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
+		runtime.WithErrorHandler(handleError),
+		runtime.WithRoutingErrorHandler(handleRoutingError),
+		runtime.WithDisableHTTPMethodOverride(),
 	)
 	if err := creditv1.RegisterCreditServiceHandlerServer(context.Background(), gw,
 		intercepted{next: svc, interceptor: opts.Interceptor}); err != nil {
@@ -51,10 +57,52 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /openapi.json", serveDocument(doc))
-	mux.Handle("/", limitBody(gw, opts.MaxRequestBytes))
-	return mux, nil
+	return &handler{gateway: gw, openAPI: doc, maxBody: opts.MaxRequestBytes}, nil
+}
+
+// handler is the mirror's front door. It does what Plaid does before a request reaches
+// the endpoint: it tolerates the doubled slash a base URL ending in "/" produces (where
+// http.ServeMux would redirect, and a redirected POST loses its body), and it rejects a
+// body that is not declared JSON.
+type handler struct {
+	gateway *runtime.ServeMux
+	openAPI []byte
+	maxBody int64
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.Contains(r.URL.Path, "//") {
+		r.URL.Path = collapseSlashes(r.URL.Path)
+		r.URL.RawPath = ""
+	}
+	if r.URL.Path == "/openapi.json" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		serveDocument(w, h.openAPI)
+		return
+	}
+	if r.Method == http.MethodPost && !isJSON(r.Header.Get("Content-Type")) {
+		newAPIError(http.StatusBadRequest, "INVALID_REQUEST", "INVALID_BODY",
+			"the request Content-Type must be application/json").write(w)
+		return
+	}
+	r.Body = &requestBody{ReadCloser: http.MaxBytesReader(w, r.Body, h.maxBody)}
+	h.gateway.ServeHTTP(w, r)
+}
+
+// isJSON reports whether a Content-Type is application/json, parameters allowed.
+func isJSON(contentType string) bool {
+	mediaType, _, err := mime.ParseMediaType(contentType)
+	return (err == nil || errors.Is(err, mime.ErrInvalidMediaParameter)) && mediaType == "application/json"
+}
+
+func collapseSlashes(p string) string {
+	var b strings.Builder
+	b.Grow(len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] != '/' || i == 0 || p[i-1] != '/' {
+			b.WriteByte(p[i])
+		}
+	}
+	return b.String()
 }
 
 // intercepted runs the interceptor chain around the service, as the gRPC server would.
@@ -104,11 +152,3 @@ func outgoingHeader(key string) (string, bool) {
 	return runtime.MetadataHeaderPrefix + key, true
 }
 
-// limitBody caps request bodies and marks them so the error handler can see why
-// decoding failed.
-func limitBody(next http.Handler, max int64) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = &requestBody{ReadCloser: http.MaxBytesReader(w, r.Body, max)}
-		next.ServeHTTP(w, r)
-	})
-}

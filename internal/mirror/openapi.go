@@ -97,10 +97,8 @@ func fixEnum(def map[string]any, values []any) {
 	}
 }
 
-func serveDocument(doc []byte) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
-		_, _ = w.Write(doc)
-	})
+func serveDocument(w http.ResponseWriter, doc []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+	_, _ = w.Write(doc)
 }
