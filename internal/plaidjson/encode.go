@@ -94,6 +94,9 @@ func elems[T any](e *encoder, k string, list []*T, elem func(*T)) {
 		if i > 0 {
 			e.b = append(e.b, ',')
 		}
+		if v == nil {
+			v = new(T) // a nil element is an empty message, as proto.Marshal and protojson treat it
+		}
 		e.open('{')
 		elem(v)
 		e.close('}')
@@ -105,6 +108,13 @@ func (e *encoder) response(m *creditv1.CreditSessionsGetResponse) {
 	e.open('{')
 	// request_id is required by Plaid's schema, so it is written even when empty.
 	e.str("request_id", m.GetRequestId(), true)
+	// Plaid always sends sessions, [] for a user with none, and callers index it
+	// without a check; an empty list means the same as an absent one, so it is
+	// always written.
+	if len(m.GetSessions()) == 0 {
+		e.key("sessions")
+		e.b = append(e.b, "[]"...)
+	}
 	elems(e, "sessions", m.GetSessions(), e.session)
 	if extra := m.GetAdditionalProperties(); len(extra) > 0 {
 		keys := make([]string, 0, len(extra))
