@@ -350,8 +350,8 @@ type plaidCompatible struct {
 	contentType string // "" means application/json
 	location    string // a Location header, for redirects
 	answer      string
-	canceled chan struct{} // closed when a request's context ends before it is answered
-	block    bool
+	canceled    chan struct{} // closed when a request's context ends before it is answered
+	block       bool
 }
 
 func (p *plaidCompatible) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -269,7 +269,7 @@ func TestMirrorHandlesRequestsAsPlaidDoes(t *testing.T) {
 		{"json with charset", "POST", "/credit/sessions/get", "application/json; charset=utf-8", `{"user_token":"user-sandbox-example"}`, plaidAnswer{Status: 200}},
 		{"media type in capitals", "POST", "/credit/sessions/get", "Application/JSON", `{"user_token":"user-sandbox-example"}`, plaidAnswer{Status: 200}},
 		{"doubled slash from a base URL ending in /", "POST", "//credit/sessions/get", "application/json", `{"user_token":"user-sandbox-example"}`, plaidAnswer{Status: 200}},
-		{"form content type", "POST", "/credit/sessions/get", "application/x-www-form-urlencoded", `{"user_token":"user-sandbox-example"}`, plaidAnswer{400, "INVALID_REQUEST", "INVALID_BODY"}},
+		{"form content type, form body", "POST", "/credit/sessions/get", "application/x-www-form-urlencoded", `user_token=user-sandbox-example`, plaidAnswer{400, "INVALID_REQUEST", "INVALID_BODY"}},
 		{"text content type", "POST", "/credit/sessions/get", "text/plain", `{"user_token":"user-sandbox-example"}`, plaidAnswer{400, "INVALID_REQUEST", "INVALID_BODY"}},
 		{"no content type", "POST", "/credit/sessions/get", "", `{"user_token":"user-sandbox-example"}`, plaidAnswer{400, "INVALID_REQUEST", "INVALID_BODY"}},
 		{"not JSON", "POST", "/credit/sessions/get", "application/json", `user_token=abc`, plaidAnswer{400, "INVALID_REQUEST", "INVALID_BODY"}},
@@ -297,6 +297,16 @@ func TestMirrorHandlesRequestsAsPlaidDoes(t *testing.T) {
 			assert.Equal(t, tt.want, answerOf(t, resp, body), "the emulator disagrees: %.300s", body)
 		})
 	}
+}
+
+// TestCurlsDefaultContentTypeWorks is the one place the mirror is more lenient than
+// Plaid: curl -d labels a JSON body application/x-www-form-urlencoded.
+func TestCurlsDefaultContentTypeWorks(t *testing.T) {
+	s := start(t, app.Config{})
+	body := " \n{\"user_token\":\"user-sandbox-example\"}"
+	resp, data := send(t, "POST", s.rest+"/credit/sessions/get", "application/x-www-form-urlencoded", body, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", data)
+	assert.Equal(t, normalize(t, upstreamBody(t, s.app.Emulator(), s.app.EmulatorURL(), "user-sandbox-example")), normalize(t, data))
 }
 
 func TestCallerKeysAreIgnoredByDefault(t *testing.T) {

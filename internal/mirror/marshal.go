@@ -64,5 +64,35 @@ func (m plaidMarshaler) NewEncoder(w io.Writer) runtime.Encoder {
 // requestBody is a request body that remembers why decoding it failed.
 type requestBody struct {
 	io.ReadCloser
-	err error
+	err    error
+	peeked []byte // read by startsWithObject, not yet returned by Read
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if len(b.peeked) > 0 {
+		n := copy(p, b.peeked)
+		b.peeked = b.peeked[n:]
+		return n, nil
+	}
+	return b.ReadCloser.Read(p)
+}
+
+// startsWithObject reports whether the body's first byte other than white space is
+// "{", reading no further than that.
+func (b *requestBody) startsWithObject() bool {
+	var one [1]byte
+	for {
+		n, err := b.ReadCloser.Read(one[:])
+		if n == 1 {
+			b.peeked = append(b.peeked, one[0])
+			switch one[0] {
+			case ' ', '\t', '\r', '\n':
+				continue
+			}
+			return one[0] == '{'
+		}
+		if err != nil {
+			return false
+		}
+	}
 }

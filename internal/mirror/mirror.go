@@ -79,19 +79,39 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveDocument(w, h.openAPI)
 		return
 	}
-	if r.Method == http.MethodPost && !isJSON(r.Header.Get("Content-Type")) {
-		newAPIError(http.StatusBadRequest, "INVALID_REQUEST", "INVALID_BODY",
-			"the request Content-Type must be application/json").write(w)
-		return
+	body := &requestBody{ReadCloser: http.MaxBytesReader(w, r.Body, h.maxBody)}
+	r.Body = body
+	if r.Method == http.MethodPost {
+		switch mediaType(r.Header.Get("Content-Type")) {
+		case "application/json":
+		case "application/x-www-form-urlencoded":
+			// curl -d labels a body so unless told otherwise. No Plaid client sends
+			// it; a developer trying the service with curl gets the answer when the
+			// body is plainly a JSON object. Anything else is Plaid's INVALID_BODY.
+			if !body.startsWithObject() {
+				h.badContentType(w)
+				return
+			}
+		default:
+			h.badContentType(w)
+			return
+		}
 	}
-	r.Body = &requestBody{ReadCloser: http.MaxBytesReader(w, r.Body, h.maxBody)}
 	h.gateway.ServeHTTP(w, r)
 }
 
-// isJSON reports whether a Content-Type is application/json, parameters allowed.
-func isJSON(contentType string) bool {
-	mediaType, _, err := mime.ParseMediaType(contentType)
-	return (err == nil || errors.Is(err, mime.ErrInvalidMediaParameter)) && mediaType == "application/json"
+func (h *handler) badContentType(w http.ResponseWriter) {
+	newAPIError(http.StatusBadRequest, "INVALID_REQUEST", "INVALID_BODY",
+		"the request Content-Type must be application/json").write(w)
+}
+
+// mediaType is the media type of a Content-Type value, lower case, parameters dropped.
+func mediaType(contentType string) string {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return ""
+	}
+	return mt
 }
 
 func collapseSlashes(p string) string {
@@ -151,4 +171,3 @@ func outgoingHeader(key string) (string, bool) {
 	}
 	return runtime.MetadataHeaderPrefix + key, true
 }
-

@@ -40,8 +40,48 @@ func openAPIDocument() ([]byte, error) {
 			}
 		}
 	}
+	addPlaidErrors(doc, defs)
 	dropUnreferenced(doc, defs)
 	return json.MarshalIndent(doc, "", "  ")
+}
+
+// addPlaidErrors documents the error answer of every operation: Plaid's error body, as
+// the mirror sends it (see errors.go), in place of grpc-gateway's google.rpc.Status.
+func addPlaidErrors(doc, defs map[string]any) {
+	str := func(desc string) map[string]any { return map[string]any{"type": "string", "description": desc} }
+	nullable := func(desc string) map[string]any {
+		return map[string]any{"type": "string", "x-nullable": true, "description": desc}
+	}
+	defs["PlaidError"] = map[string]any{
+		"type":                 "object",
+		"additionalProperties": true,
+		"description": "An error, in Plaid's shape. Errors Plaid answered with come back as Plaid sent them, " +
+			"with Plaid's HTTP status; errors that start in this service use a code a Plaid client already understands.",
+		"properties": map[string]any{
+			"error_type":        str("A broad categorization of the error, such as INVALID_INPUT."),
+			"error_code":        str("The particular error code, such as INVALID_USER_TOKEN. Branch on this."),
+			"error_message":     str("A developer-friendly representation of the error; its wording may change."),
+			"display_message":   nullable("A user-friendly representation of the error, or null."),
+			"request_id":        str("Plaid's request id; for errors that start in this service, one of its own, prefixed creditsessions-."),
+			"error_code_reason": nullable("The specific reason for the error code, or null."),
+			"documentation_url": str("A Plaid documentation page about the error."),
+			"suggested_action":  nullable("Suggested steps for resolving the error, or null."),
+		},
+		"required": []any{"error_type", "error_code", "error_message", "display_message", "request_id"},
+	}
+	paths, _ := doc["paths"].(map[string]any)
+	for _, p := range paths {
+		ops, _ := p.(map[string]any)
+		for _, o := range ops {
+			op, _ := o.(map[string]any)
+			if responses, ok := op["responses"].(map[string]any); ok {
+				responses["default"] = map[string]any{
+					"description": "An error, in Plaid's shape.",
+					"schema":      map[string]any{"$ref": "#/definitions/PlaidError"},
+				}
+			}
+		}
+	}
 }
 
 // dropUnreferenced removes definitions that nothing refers to any more, such as the
