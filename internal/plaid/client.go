@@ -9,6 +9,7 @@ package plaid
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,12 @@ func (c Credentials) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.String("secret", "REDACTED"))
 }
 
+// MarshalJSON redacts the secret from JSON too, the form a JSON log handler gives a
+// struct that holds Credentials (a Config, a Request), where LogValue is not consulted.
+func (c Credentials) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct{ ClientID, Secret string }{c.ClientID, "REDACTED"})
+}
+
 // Complete reports whether both halves are set.
 func (c Credentials) Complete() bool { return c.ClientID != "" && c.Secret != "" }
 
@@ -90,6 +97,15 @@ type Client struct {
 	maxBody   int64
 	userAgent string
 }
+
+// String describes the client without its secret. Without it, fmt would print the
+// unexported credentials field raw, since it can not call their String method.
+func (c *Client) String() string {
+	return "plaid.Client{endpoint:" + c.endpoint + " credentials:" + c.creds.String() + "}"
+}
+
+// GoString redacts the secret from %#v as well.
+func (c *Client) GoString() string { return c.String() }
 
 // NewClient returns a client for the Plaid API at cfg.BaseURL.
 func NewClient(cfg Config) (*Client, error) {
@@ -122,15 +138,19 @@ func NewClient(cfg Config) (*Client, error) {
 // ParseBaseURL checks that s is an absolute http or https URL with a host and no query.
 func ParseBaseURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
-	switch {
-	case err != nil:
+	if err != nil {
 		return nil, fmt.Errorf("plaid: base URL: %w", err)
+	}
+	// Redacted, so a password in the user info does not reach the error.
+	shown := u.Redacted()
+	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("plaid: base URL %q: scheme must be http or https", s)
-	case u.Host == "":
-		return nil, fmt.Errorf("plaid: base URL %q: no host", s)
-	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
-		return nil, fmt.Errorf("plaid: base URL %q: must not have user info, a query or a fragment", s)
+		return nil, fmt.Errorf("plaid: base URL %q: scheme must be http or https", shown)
+	case u.Hostname() == "": // "https://:443" has a Host but no host name
+		return nil, fmt.Errorf("plaid: base URL %q: no host", shown)
+	// A bare "?" is a query too: the endpoint path appended after it would become one.
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil:
+		return nil, fmt.Errorf("plaid: base URL %q: must not have user info, a query or a fragment", shown)
 	}
 	return u, nil
 }
@@ -222,7 +242,7 @@ func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("plaid: credit sessions get: reading the response: %w", err)
 		}
-		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "the response body was cut short", Err: err}
+		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "the response body was cut short", Err: fmt.Errorf("%w: %w", ErrCutShort, err)}
 	}
 	if n > max {
 		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("a body over the %d-byte limit", max), Err: ErrTooLarge}

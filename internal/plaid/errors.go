@@ -63,6 +63,10 @@ func (e *ProtocolError) Error() string {
 
 func (e *ProtocolError) Unwrap() error { return e.Err }
 
+// ErrCutShort is the cause of a ProtocolError for a body the connection ended inside:
+// a failure of the connection, not of the answer, and so worth another attempt.
+var ErrCutShort = errors.New("response body cut short")
+
 // ErrTooLarge is the cause of a ProtocolError for a body over the size limit.
 var ErrTooLarge = errors.New("response body over the size limit")
 
