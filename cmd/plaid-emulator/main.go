@@ -4,7 +4,16 @@
 //
 // Usage:
 //
-//	plaid-emulator [-addr localhost:8090]
+//	plaid-emulator [-addr localhost:8090] [-faults SPEC] [-seed N]
+//
+// -faults makes the emulator misbehave at random, to exercise a client's retries,
+// deadlines and circuit breakers, for example
+//
+//	-faults error=0.2,ratelimit=0.05,reset=0.01,stall=0.01,garbage=0.01,latency=20ms,retry-after=1s
+//
+// (see emulator.ParseFaults for the syntax), and -seed makes the random choices
+// repeatable. A running emulator's faults can also be changed over HTTP: PUT, GET and
+// DELETE /emulator/faults, and GET /emulator/stats for the call count.
 //
 // The accepted credentials come from the environment, never from flags, so they stay out
 // of process listings: PLAID_EMULATOR_CLIENT_ID and PLAID_EMULATOR_SECRET, defaulting to
@@ -37,6 +46,8 @@ func run(ctx context.Context) error {
 
 	flags := flag.NewFlagSet("plaid-emulator", flag.ContinueOnError)
 	addr := flags.String("addr", "localhost:8090", "address to listen on, host:port")
+	faultSpec := flags.String("faults", "", "random faults, such as error=0.2,ratelimit=0.05,reset=0.01,latency=20ms,retry-after=1s; \"\" for none")
+	seed := flags.Uint64("seed", 0, "seed for the random faults, to repeat a run; 0 picks one")
 	if err := flags.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -46,12 +57,17 @@ func run(ctx context.Context) error {
 	if flags.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", flags.Args())
 	}
+	faults, err := emulator.ParseFaults(*faultSpec)
+	if err != nil {
+		return fmt.Errorf("-faults: %w", err)
+	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg := emulator.Config{
 		ClientID: os.Getenv("PLAID_EMULATOR_CLIENT_ID"),
 		Secret:   os.Getenv("PLAID_EMULATOR_SECRET"),
 		Logger:   logger,
+		Seed:     *seed,
 	}
 	custom := cfg.ClientID != "" || cfg.Secret != ""
 
@@ -59,6 +75,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	srv.Emulator.SetFaults(faults) // valid: ParseFaults checked it
 	logger.Info("plaid emulator listening", "url", srv.URL, "endpoint", "POST /credit/sessions/get",
 		"custom_credentials", custom)
 	for _, f := range emulator.Fixtures() {
@@ -67,6 +84,8 @@ func run(ctx context.Context) error {
 	logger.Info("error users", "user_token", emulator.ErrorToken("ERROR_TYPE", "ERROR_CODE"),
 		"example", emulator.ErrorToken("RATE_LIMIT_EXCEEDED", "RATE_LIMIT"))
 	logger.Info("try it", "curl", exampleCurl(srv.URL, cfg))
+	logger.Info("faults", "faults", faults.String(), "seed", srv.Emulator.Seed(),
+		"control", srv.URL+"/emulator/faults")
 
 	<-ctx.Done()
 	logger.Info("plaid emulator shutting down")

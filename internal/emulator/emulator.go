@@ -13,6 +13,10 @@
 // Fixtures lists the success users, ErrorToken names a token that provokes a given Plaid
 // error (Errors lists them), and user-sandbox-sessions-N answers with N generated
 // sessions for load tests.
+//
+// An Emulator can also misbehave on purpose, so that a client's retries, deadlines and
+// circuit breakers meet real failures over a real socket: see Faults, Script and the
+// control API under /emulator/.
 package emulator
 
 import (
@@ -55,8 +59,14 @@ type Config struct {
 	Secret   string // empty means DefaultSecret
 
 	// Logger, if not nil, gets one line per request: method, path, status, error type
-	// and code, request_id and duration. Never the user token, the secret or the body.
+	// and code, fault, request_id and duration. Never the user token, the secret or the
+	// body.
 	Logger *slog.Logger
+
+	// Seed seeds the random choice of faults, so that a run can be repeated: the same
+	// seed and the same sequence of calls get the same faults. 0 picks a random seed,
+	// which Emulator.Seed reports.
+	Seed uint64
 }
 
 // Emulator answers Plaid's /credit/sessions/get. It is safe for concurrent use.
@@ -65,6 +75,7 @@ type Emulator struct {
 	secret   string
 	logger   *slog.Logger
 	calls    atomic.Int64
+	faults   faultState
 }
 
 var _ http.Handler = (*Emulator)(nil)
@@ -72,6 +83,7 @@ var _ http.Handler = (*Emulator)(nil)
 // New returns an Emulator that accepts cfg's credentials.
 func New(cfg Config) *Emulator {
 	e := &Emulator{clientID: cfg.ClientID, secret: cfg.Secret, logger: cfg.Logger}
+	e.faults.init(cfg.Seed)
 	if e.clientID == "" {
 		e.clientID = DefaultClientID
 	}
@@ -91,45 +103,69 @@ func (e *Emulator) Secret() string { return e.secret }
 // whatever their method or outcome. Requests for other paths are not counted.
 func (e *Emulator) Calls() int64 { return e.calls.Load() }
 
-// ServeHTTP answers one request as Plaid would.
+// ServeHTTP answers one request as Plaid would, unless a fault says otherwise.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e.serveControl(w, r) {
+		return
+	}
 	start := time.Now()
 	requestID := newRequestID()
-	body, failure := e.answer(w, r)
-	status := http.StatusOK
-	if failure != nil {
-		status = failure.HTTPStatus
-		writeError(w, requestID, *failure)
+	body, failure, routed := e.answer(w, r)
+	var status int
+	fault := FaultNone
+	if routed {
+		// Only a request Plaid would route can meet a fault: the rest is a plain 404.
+		status, failure, fault = e.misbehave(w, r, requestID, body, failure)
 	} else {
-		body.write(w, requestID)
+		status = writeAnswer(w, requestID, body, failure)
 	}
 	if e.logger != nil {
 		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path), // never the query: it is the client's, and could hold anything
-			slog.Int("status", status),
+			slog.Int("status", status),      // 0: nothing was answered (a reset, or the client went away)
 			slog.String("request_id", requestID),
 			slog.Duration("duration", time.Since(start)),
 		}
 		if failure != nil {
 			attrs = append(attrs, slog.String("error_type", failure.Type), slog.String("error_code", failure.Code))
 		}
+		if fault != FaultNone {
+			attrs = append(attrs, slog.String("fault", fault.String()))
+		}
 		e.logger.LogAttrs(r.Context(), slog.LevelInfo, "plaid emulator request", attrs...)
 	}
 }
 
+// writeAnswer sends the success body, or failure when it is not nil, and returns the
+// HTTP status sent.
+func writeAnswer(w http.ResponseWriter, requestID string, body successBody, failure *ErrorSpec) int {
+	if failure != nil {
+		writeError(w, requestID, *failure)
+		return failure.HTTPStatus
+	}
+	body.write(w, requestID)
+	return http.StatusOK
+}
+
 // answer runs Plaid's checks in Plaid's order and returns either the success body or the
-// error to send.
-func (e *Emulator) answer(w http.ResponseWriter, r *http.Request) (successBody, *ErrorSpec) {
+// error to send, and whether the request was routed to the endpoint at all.
+func (e *Emulator) answer(w http.ResponseWriter, r *http.Request) (successBody, *ErrorSpec, bool) {
 	// Plaid tolerates the doubled slash that a client base URL ending in "/" produces.
 	// ServeMux would answer it with a redirect instead, hence this routing by hand.
 	if collapseSlashes(r.URL.Path) != endpointPath {
-		return successBody{}, errNotFound
+		return successBody{}, errNotFound, false
 	}
 	e.calls.Add(1)
 	if r.Method != http.MethodPost { // Plaid routes POST only: any other method is an unknown route
-		return successBody{}, errNotFound
+		return successBody{}, errNotFound, false
 	}
+	body, failure := e.check(w, r)
+	return body, failure, true
+}
+
+// check runs the checks after routing, in Plaid's order.
+func (e *Emulator) check(w http.ResponseWriter, r *http.Request) (successBody, *ErrorSpec) {
 	if !isJSONContentType(r.Header.Get("Content-Type")) {
 		return successBody{}, errInvalidBody.withMessage("the request Content-Type must be application/json")
 	}

@@ -13,6 +13,9 @@ import (
 // shutdownTimeout bounds how long Close waits for requests in flight before cutting them.
 const shutdownTimeout = 5 * time.Second
 
+// writeTimeout bounds the writing of one answer; the largest generated one is about 6 MB.
+const writeTimeout = 60 * time.Second
+
 // Server is an Emulator listening on a real socket.
 type Server struct {
 	URL      string    // base URL of the emulator, such as http://127.0.0.1:40123, without a trailing slash
@@ -38,6 +41,8 @@ func start(addr string, e *Emulator, handler http.Handler) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("emulator: listen on %s: %w", addr, err)
 	}
+	shuttingDown := make(chan struct{})
+	requestContext := context.WithValue(context.Background(), shutdownKey{}, (<-chan struct{})(shuttingDown))
 	s := &Server{
 		URL:      "http://" + ln.Addr().String(),
 		Emulator: e,
@@ -45,12 +50,17 @@ func start(addr string, e *Emulator, handler http.Handler) (*Server, error) {
 			Handler:           handler,
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      60 * time.Second, // the largest generated answer is about 6 MB
+			WriteTimeout:      writeTimeout,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
+			BaseContext:       func(net.Listener) context.Context { return requestContext },
 		},
 		served: make(chan struct{}),
 	}
+	// Close lets requests in flight finish, but a stall has nothing to finish: it ends
+	// when Close begins, so that Close need not wait out its grace period.
+	var shutdownOnce sync.Once
+	s.http.RegisterOnShutdown(func() { shutdownOnce.Do(func() { close(shuttingDown) }) })
 	go func() {
 		defer close(s.served)
 		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -58,6 +68,16 @@ func start(addr string, e *Emulator, handler http.Handler) (*Server, error) {
 		}
 	}()
 	return s, nil
+}
+
+// shutdownKey keys, in every request context, a channel closed when Close begins.
+type shutdownKey struct{}
+
+// shutdownSignal is the channel closed when the server of ctx's request begins to shut
+// down; nil, which never fires, for a server that Start did not make.
+func shutdownSignal(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(shutdownKey{}).(<-chan struct{})
+	return ch
 }
 
 // Close stops the server: it stops accepting, lets requests in flight finish for up to a
