@@ -1,0 +1,136 @@
+package resilience
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/internal/plaid"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// sharedCall is one upstream call that identical calls in flight wait on together. It
+// lives as long as its longest-waiting caller needs it: its deadline is the latest of
+// theirs, and it is canceled when the last of them leaves.
+type sharedCall struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	resp   *creditv1.CreditSessionsGetResponse
+	err    error
+
+	// guarded by Guard.mu
+	waiting int  // callers waiting now
+	joined  int  // callers that ever waited
+	left    bool // removed from Guard.calls
+
+	dmu      sync.Mutex
+	deadline time.Time
+	timer    *time.Timer
+}
+
+// extend makes the call last at least until d.
+func (c *sharedCall) extend(d time.Time) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !d.After(c.deadline) {
+		return
+	}
+	c.deadline = d
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = time.AfterFunc(time.Until(d), c.cancel)
+}
+
+func (c *sharedCall) currentDeadline() time.Time {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	return c.deadline
+}
+
+func (c *sharedCall) stopTimer() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+}
+
+// coalesce joins the identical call in flight, or starts one, and waits for it or for
+// ctx. Calls are identical when their credentials and user token are.
+func (g *Guard) coalesce(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+	key := r.Credentials.ClientID + "\x00" + r.Credentials.Secret + "\x00" + r.UserToken
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(g.cfg.CallTimeout)
+	}
+
+	g.mu.Lock()
+	c, joined := g.calls[key]
+	if !joined {
+		// Detached from the first caller's cancellation, which must not end the call for
+		// the others, but keeping its values (trace context, for one).
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		c = &sharedCall{ctx: cctx, cancel: cancel, done: make(chan struct{})}
+		g.calls[key] = c
+	}
+	c.waiting++
+	c.joined++
+	g.mu.Unlock()
+	c.extend(deadline)
+
+	if joined {
+		g.coalesced.Add(1)
+	} else {
+		g.budget.deposit()
+		go g.run(key, c, r)
+	}
+
+	select {
+	case <-c.done:
+		g.mu.Lock()
+		c.waiting--
+		shared := c.joined > 1
+		g.mu.Unlock()
+		if c.err != nil {
+			return nil, c.err
+		}
+		if shared {
+			return proto.CloneOf(c.resp), nil // each caller gets its own copy
+		}
+		return c.resp, nil
+	case <-ctx.Done():
+		g.mu.Lock()
+		c.waiting--
+		if c.waiting == 0 {
+			g.forget(key, c)
+			c.cancel() // nobody is left to want the answer
+		}
+		g.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// run makes the shared call and hands the outcome to its waiters.
+func (g *Guard) run(key string, c *sharedCall, r plaid.Request) {
+	defer c.cancel()
+	defer c.stopTimer()
+	resp, err := g.retrying(c.ctx, r, c.currentDeadline)
+	g.mu.Lock()
+	g.forget(key, c)
+	c.resp, c.err = resp, err
+	g.mu.Unlock()
+	close(c.done)
+}
+
+// forget removes c from the calls in flight, so later callers start afresh. Called with
+// g.mu held.
+func (g *Guard) forget(key string, c *sharedCall) {
+	if !c.left && g.calls[key] == c {
+		delete(g.calls, key)
+	}
+	c.left = true
+}

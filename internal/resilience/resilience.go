@@ -1,0 +1,303 @@
+// Package resilience stands between the service and Plaid and absorbs Plaid's bad
+// minutes: it coalesces identical calls in flight, retries what is safe and useful to
+// retry within a budget, fails fast while Plaid keeps failing (a circuit breaker that
+// probes its way back), and caps the calls in flight to Plaid.
+//
+// The layers, outermost first: coalescing → retries (backoff with jitter, Retry-After,
+// budget) → circuit breaker → concurrency cap → one upstream attempt with its timeout.
+package resilience
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/internal/plaid"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// Upstream is the Plaid client the guard wraps.
+type Upstream interface {
+	CreditSessionsGet(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error)
+}
+
+// Config tunes the guard. Zero values mean the defaults in brackets.
+type Config struct {
+	// AttemptTimeout bounds one upstream attempt, within the caller's deadline [10s].
+	AttemptTimeout time.Duration
+	// CallTimeout bounds a whole call whose caller set no deadline [30s].
+	CallTimeout time.Duration
+
+	// MaxAttempts caps attempts per call, the first included; 1 disables retries [3].
+	MaxAttempts int
+	// BackoffBase is the wait before the first retry, doubling after each [100ms], up to
+	// BackoffMax [2s]; each wait is jittered to between half and all of it.
+	BackoffBase, BackoffMax time.Duration
+	// MaxRetryAfter is the longest Retry-After from Plaid the guard waits for; a longer
+	// one ends the call with Plaid's error and its RetryInfo [5s].
+	MaxRetryAfter time.Duration
+	// RetryBudgetRatio is the retries earned by each call [0.2]: during an outage, retries
+	// add at most this fraction to the traffic sent to Plaid, after a burst of
+	// RetryBudgetBurst retries [10].
+	RetryBudgetRatio float64
+	RetryBudgetBurst float64
+
+	// BreakerConsecutiveFailures opens the circuit after that many upstream failures in
+	// a row [5]; BreakerFailureRatio opens it when that fraction of at least
+	// BreakerMinRequests attempts in BreakerWindow failed [0.5 of 20 in 10s].
+	BreakerConsecutiveFailures uint32
+	BreakerFailureRatio        float64
+	BreakerMinRequests         uint32
+	BreakerWindow              time.Duration
+	// BreakerOpenFor is how long calls fail fast before one probe goes through [5s].
+	BreakerOpenFor time.Duration
+
+	// MaxInFlight caps upstream attempts in flight [64]; a call waits at most
+	// MaxQueueWait for a place [100ms], then gets ErrOverloaded.
+	MaxInFlight  int
+	MaxQueueWait time.Duration
+
+	// DisableCoalescing sends every call upstream on its own.
+	DisableCoalescing bool
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.AttemptTimeout, 10*time.Second)
+	def(&c.CallTimeout, 30*time.Second)
+	def(&c.BackoffBase, 100*time.Millisecond)
+	def(&c.BackoffMax, 2*time.Second)
+	def(&c.MaxRetryAfter, 5*time.Second)
+	def(&c.BreakerWindow, 10*time.Second)
+	def(&c.BreakerOpenFor, 5*time.Second)
+	def(&c.MaxQueueWait, 100*time.Millisecond)
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.RetryBudgetRatio <= 0 {
+		c.RetryBudgetRatio = 0.2
+	}
+	if c.RetryBudgetBurst <= 0 {
+		c.RetryBudgetBurst = 10
+	}
+	if c.BreakerConsecutiveFailures == 0 {
+		c.BreakerConsecutiveFailures = 5
+	}
+	if c.BreakerFailureRatio <= 0 {
+		c.BreakerFailureRatio = 0.5
+	}
+	if c.BreakerMinRequests == 0 {
+		c.BreakerMinRequests = 20
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 64
+	}
+	return c
+}
+
+// ErrOverloaded is returned when no place among MaxInFlight freed up in MaxQueueWait.
+var ErrOverloaded = errors.New("resilience: too many calls to Plaid in flight")
+
+// CircuitOpenError is returned, without calling Plaid, while the circuit is open.
+type CircuitOpenError struct {
+	// RetryAfter is how long until a probe may go through.
+	RetryAfter time.Duration
+}
+
+func (e *CircuitOpenError) Error() string {
+	return fmt.Sprintf("resilience: Plaid has been failing; calls fail fast for %s more", e.RetryAfter.Round(time.Millisecond))
+}
+
+// Stats count what the guard did, for tests, soak runs and metrics.
+type Stats struct {
+	Calls            int64 // calls made to the guard
+	Coalesced        int64 // calls that joined an identical call in flight
+	Attempts         int64 // requests sent to Plaid
+	Retries          int64 // attempts after the first of a call
+	RetryBudgetEmpty int64 // retries refused because the budget was spent
+	Overloaded       int64 // calls refused with ErrOverloaded
+	FastFailed       int64 // attempts refused because the circuit was open
+}
+
+// Guard is an Upstream with the resilience layers around another.
+type Guard struct {
+	cfg      Config
+	next     Upstream
+	breaker  *gobreaker.CircuitBreaker[*creditv1.CreditSessionsGetResponse]
+	openedAt atomic.Int64 // unix nanos when the circuit last opened
+	slots    chan struct{}
+	budget   retryBudget
+
+	mu    sync.Mutex
+	calls map[string]*sharedCall
+
+	calls_, coalesced, attempts, retries, budgetEmpty, overloaded, fastFailed atomic.Int64
+	// OnStateChange, if set before use, hears the breaker's transitions.
+	OnStateChange func(from, to gobreaker.State)
+}
+
+var _ Upstream = (*Guard)(nil)
+
+// New wraps next.
+func New(next Upstream, cfg Config) *Guard {
+	cfg = cfg.withDefaults()
+	g := &Guard{
+		cfg:    cfg,
+		next:   next,
+		slots:  make(chan struct{}, cfg.MaxInFlight),
+		budget: retryBudget{tokens: cfg.RetryBudgetBurst, max: cfg.RetryBudgetBurst, ratio: cfg.RetryBudgetRatio},
+		calls:  make(map[string]*sharedCall),
+	}
+	g.breaker = gobreaker.NewCircuitBreaker[*creditv1.CreditSessionsGetResponse](gobreaker.Settings{
+		Name:        "plaid",
+		MaxRequests: 1, // one probe at a time while half-open
+		Interval:    cfg.BreakerWindow,
+		Timeout:     cfg.BreakerOpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= cfg.BreakerConsecutiveFailures ||
+				(c.Requests >= cfg.BreakerMinRequests && float64(c.TotalFailures) >= cfg.BreakerFailureRatio*float64(c.Requests))
+		},
+		IsSuccessful: func(err error) bool { return err == nil || !upstreamFailure(err) },
+		IsExcluded:   func(err error) bool { return errors.Is(err, errCallerGone) || errors.Is(err, ErrOverloaded) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				g.openedAt.Store(time.Now().UnixNano())
+			}
+			if g.OnStateChange != nil {
+				g.OnStateChange(from, to)
+			}
+		},
+	})
+	return g
+}
+
+// Stats returns the counts so far.
+func (g *Guard) Stats() Stats {
+	return Stats{
+		Calls: g.calls_.Load(), Coalesced: g.coalesced.Load(), Attempts: g.attempts.Load(),
+		Retries: g.retries.Load(), RetryBudgetEmpty: g.budgetEmpty.Load(),
+		Overloaded: g.overloaded.Load(), FastFailed: g.fastFailed.Load(),
+	}
+}
+
+// BreakerState is the circuit's state: closed, half-open or open.
+func (g *Guard) BreakerState() gobreaker.State { return g.breaker.State() }
+
+// InFlight is the number of upstream attempts in flight.
+func (g *Guard) InFlight() int { return len(g.slots) }
+
+// CreditSessionsGet fetches a user's sessions through every layer. The caller's ctx
+// bounds its wait; an identical call in flight is joined rather than repeated.
+func (g *Guard) CreditSessionsGet(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+	g.calls_.Add(1)
+	if g.cfg.DisableCoalescing {
+		deadline := func() time.Time { d, _ := ctx.Deadline(); return d }
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, g.cfg.CallTimeout)
+			defer cancel()
+		}
+		g.budget.deposit()
+		return g.retrying(ctx, r, deadline)
+	}
+	return g.coalesce(ctx, r)
+}
+
+// attempt makes one upstream request through the breaker and the concurrency cap.
+func (g *Guard) attempt(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+	resp, err := g.breaker.Execute(func() (*creditv1.CreditSessionsGetResponse, error) {
+		if err := g.acquire(ctx); err != nil {
+			return nil, err
+		}
+		defer func() { <-g.slots }()
+		g.attempts.Add(1)
+		actx, cancel := context.WithTimeout(ctx, g.cfg.AttemptTimeout)
+		defer cancel()
+		resp, err := g.next.CreditSessionsGet(actx, r)
+		if err != nil && ctx.Err() != nil {
+			// The call ended, not the upstream: not the breaker's business.
+			return nil, &callerGone{err}
+		}
+		return resp, err
+	})
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		g.fastFailed.Add(1)
+		wait := g.cfg.BreakerOpenFor - time.Since(time.Unix(0, g.openedAt.Load()))
+		return nil, &CircuitOpenError{RetryAfter: max(wait, 100*time.Millisecond)}
+	}
+	var gone *callerGone
+	if errors.As(err, &gone) {
+		err = gone.err
+	}
+	return resp, err
+}
+
+// acquire takes a place among MaxInFlight, waiting at most MaxQueueWait.
+func (g *Guard) acquire(ctx context.Context) error {
+	select {
+	case g.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	timer := time.NewTimer(g.cfg.MaxQueueWait)
+	defer timer.Stop()
+	select {
+	case g.slots <- struct{}{}:
+		return nil
+	case <-timer.C:
+		g.overloaded.Add(1)
+		return ErrOverloaded
+	case <-ctx.Done():
+		return &callerGone{ctx.Err()}
+	}
+}
+
+// errCallerGone marks an attempt that ended because its call did.
+var errCallerGone = errors.New("the call ended")
+
+type callerGone struct{ err error }
+
+func (e *callerGone) Error() string        { return e.err.Error() }
+func (e *callerGone) Unwrap() []error      { return []error{e.err, errCallerGone} }
+func (e *callerGone) Is(target error) bool { return target == errCallerGone }
+
+// retryBudget is a token bucket: each call earns ratio tokens (up to max), each retry
+// spends one. It keeps retries from multiplying traffic to Plaid during an outage.
+type retryBudget struct {
+	mu                 sync.Mutex
+	tokens, max, ratio float64
+}
+
+func (b *retryBudget) deposit() {
+	b.mu.Lock()
+	b.tokens = min(b.max, b.tokens+b.ratio)
+	b.mu.Unlock()
+}
+
+func (b *retryBudget) withdraw() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
+}
+
+// jitter returns a duration between d/2 and d.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
