@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"creditsessions/internal/plaid"
+	"creditsessions/internal/resilience"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -245,6 +246,7 @@ func upstreamStatus(ctx context.Context, err error, callerKeys bool) error {
 	var pe *plaid.Error
 	var proto *plaid.ProtocolError
 	var netErr net.Error
+	var open *resilience.CircuitOpenError
 	switch {
 	case errors.As(err, &pe):
 		return plaidError(pe, callerKeys)
@@ -253,6 +255,12 @@ func upstreamStatus(ctx context.Context, err error, callerKeys bool) error {
 			"deadline exceeded before Plaid answered").Err()
 	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
 		return serviceError(codes.Canceled, "API_ERROR", "INTERNAL_SERVER_ERROR", 499, 0, "call canceled").Err()
+	case errors.As(err, &open):
+		return serviceError(codes.Unavailable, "API_ERROR", "INTERNAL_SERVER_ERROR", 503, open.RetryAfter,
+			"Plaid has been failing; calls fail fast until a probe succeeds").Err()
+	case errors.Is(err, resilience.ErrOverloaded):
+		return serviceError(codes.ResourceExhausted, "RATE_LIMIT_EXCEEDED", "RATE_LIMIT", 429, time.Second,
+			"too many calls to Plaid in flight; try again shortly").Err()
 	case errors.As(err, &proto):
 		code, retry := codes.Unavailable, time.Second
 		if proto.HTTPStatus >= 300 && proto.HTTPStatus < 400 || errors.Is(err, plaid.ErrTooLarge) {

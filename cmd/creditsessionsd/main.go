@@ -21,6 +21,7 @@ import (
 	"creditsessions/internal/app"
 	"creditsessions/internal/emulator"
 	"creditsessions/internal/plaid"
+	"creditsessions/internal/resilience"
 	"creditsessions/server"
 
 	"golang.org/x/term"
@@ -41,13 +42,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.SetOutput(stderr)
 	grpcAddr := fs.String("grpc-addr", "localhost:50051", "gRPC listen `address`")
 	httpAddr := fs.String("http-addr", "localhost:8080", "REST mirror listen `address`")
-	grace := fs.Duration("shutdown-grace", 10*time.Second, "how long calls in flight may take to finish on shutdown")
+	drain := fs.Duration("shutdown-drain", 0, "how long to keep serving after health turns NOT_SERVING on shutdown")
+	grace := fs.Duration("shutdown-grace", 10*time.Second, "how long calls in flight may take to finish once listeners close")
+	var res resilience.Config
+	fs.DurationVar(&res.AttemptTimeout, "upstream-attempt-timeout", 10*time.Second, "bound on one request to Plaid")
+	fs.DurationVar(&res.CallTimeout, "upstream-call-timeout", 30*time.Second, "bound on a call whose caller set no deadline, retries included")
+	fs.IntVar(&res.MaxAttempts, "retry-max-attempts", 3, "attempts per call, the first included (1 disables retries)")
+	fs.Float64Var(&res.RetryBudgetRatio, "retry-budget-ratio", 0.2, "retries each call earns: the most retries can add to Plaid traffic in an outage")
+	fs.DurationVar(&res.BreakerOpenFor, "breaker-open-for", 5*time.Second, "how long calls fail fast once the circuit opens, before a probe")
+	fs.IntVar(&res.MaxInFlight, "max-in-flight", 64, "cap on requests to Plaid in flight")
+	fs.DurationVar(&res.MaxQueueWait, "max-queue-wait", 100*time.Millisecond, "longest wait for a place under -max-in-flight before ResourceExhausted")
+	coalesce := fs.Bool("coalesce", true, "share one Plaid request among identical calls in flight")
 	logFormat := fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
 	credentials := fs.String("plaid-credentials", server.ServiceKeys,
 		"whose Plaid keys calls use: service (PLAID_CLIENT_ID/PLAID_SECRET; callers' keys are ignored) or caller (each call's own, passed through)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	res.DisableCoalescing = !*coalesce
 	if fs.NArg() > 0 {
 		// Not echoed: a secret typed here by mistake must not reach a log.
 		return fmt.Errorf("%d unexpected argument(s): configuration comes from flags and PLAID_* environment variables", fs.NArg())
@@ -64,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		GRPCAddr:      *grpcAddr,
 		HTTPAddr:      *httpAddr,
 		Plaid:         upstream,
+		Resilience:    res,
+		ShutdownDrain: *drain,
 		ShutdownGrace: *grace,
 		Logger:        logger,
 	})

@@ -15,8 +15,10 @@ import (
 	"creditsessions/internal/emulator"
 	"creditsessions/internal/mirror"
 	"creditsessions/internal/plaid"
+	"creditsessions/internal/resilience"
 	"creditsessions/server"
 
+	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 )
@@ -29,8 +31,13 @@ type Config struct {
 	HTTPAddr string
 	// Plaid says where calls go. Its zero value means the embedded emulator.
 	Plaid PlaidConfig
-	// ShutdownGrace bounds how long calls in flight may take to finish once shutdown
-	// starts; default 10s.
+	// Resilience tunes retries, the circuit breaker, the concurrency cap and coalescing.
+	Resilience resilience.Config
+	// ShutdownDrain is how long the service keeps serving after health turns
+	// NOT_SERVING, so that load balancers stop sending before listeners close; default 0.
+	ShutdownDrain time.Duration
+	// ShutdownGrace bounds how long calls in flight may take to finish once the
+	// listeners close; default 10s.
 	ShutdownGrace time.Duration
 	// Logger receives the service's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -81,6 +88,7 @@ func (c PlaidConfig) Validate() error {
 type App struct {
 	cfg      Config
 	logger   *slog.Logger
+	guard    *resilience.Guard
 	grpc     *server.GRPC
 	http     *http.Server
 	grpcLn   net.Listener
@@ -126,7 +134,11 @@ func New(cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 
-	svc, err := server.New(client, cfg.Plaid.CredentialsMode)
+	a.guard = resilience.New(client, cfg.Resilience)
+	a.guard.OnStateChange = func(from, to gobreaker.State) {
+		a.logger.Warn("circuit breaker to Plaid changed state", "from", from.String(), "to", to.String())
+	}
+	svc, err := server.New(a.guard, cfg.Plaid.CredentialsMode)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +186,9 @@ func (a *App) Emulator() *emulator.Emulator {
 	return a.emulator.Emulator
 }
 
+// Guard is the resilience layer in front of Plaid, for its stats.
+func (a *App) Guard() *resilience.Guard { return a.guard }
+
 // Run serves until ctx is done, then shuts down gracefully: health turns NOT_SERVING,
 // new calls are refused, calls in flight get ShutdownGrace to finish. It returns nil
 // after a clean shutdown.
@@ -202,8 +217,11 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 func (a *App) shutdown() {
-	a.logger.Info("shutting down", "grace", a.cfg.ShutdownGrace)
+	a.logger.Info("shutting down", "drain", a.cfg.ShutdownDrain, "grace", a.cfg.ShutdownGrace)
 	a.grpc.Health.Shutdown() // every service NOT_SERVING, so balancers stop sending
+	if a.cfg.ShutdownDrain > 0 {
+		time.Sleep(a.cfg.ShutdownDrain) // still serving, while balancers notice
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
 	defer cancel()
 

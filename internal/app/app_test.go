@@ -46,7 +46,9 @@ type service struct {
 func start(t *testing.T, cfg app.Config) *service {
 	t.Helper()
 	logs := &syncBuffer{}
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.GRPCAddr == "" {
+		cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	a, err := app.New(cfg)
 	require.NoError(t, err)

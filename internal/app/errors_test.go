@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"creditsessions/internal/app"
 	"creditsessions/internal/emulator"
 	"creditsessions/internal/plaid"
+	"creditsessions/internal/resilience"
 	"creditsessions/server"
 
 	"github.com/stretchr/testify/assert"
@@ -75,6 +77,11 @@ func TestEveryMappingRowIsTested(t *testing.T) {
 	}
 }
 
+// mappingOnly isolates the mapping from the resilience layer: one attempt per call and a
+// breaker that never opens, so each call shows the mapping of exactly one upstream
+// answer. The resilience tests cover the rest.
+var mappingOnly = resilience.Config{MaxAttempts: 1, BreakerConsecutiveFailures: math.MaxUint32, BreakerMinRequests: math.MaxUint32}
+
 // grpcError calls over gRPC and returns the status, its details and the
 // plaid-request-id header.
 func grpcError(t *testing.T, s *service, token string, opts ...grpc.CallOption) (*status.Status, *errdetails.ErrorInfo, *errdetails.RetryInfo, *errdetails.LocalizedMessage, string) {
@@ -122,7 +129,7 @@ func TestPlaidErrorsReachGRPCAndRESTCallers(t *testing.T) {
 	for _, spec := range emulator.Errors() {
 		specs[spec.Type+"/"+spec.Code] = spec
 	}
-	embedded := start(t, app.Config{})
+	embedded := start(t, app.Config{Resilience: mappingOnly})
 
 	for _, w := range wantMapping {
 		t.Run(w.errorType+"/"+w.errorCode, func(t *testing.T) {
@@ -132,7 +139,7 @@ func TestPlaidErrorsReachGRPCAndRESTCallers(t *testing.T) {
 			if known {
 				httpStatus = spec.HTTPStatus
 			} else {
-				s = start(t, app.Config{Plaid: app.PlaidConfig{
+				s = start(t, app.Config{Resilience: mappingOnly, Plaid: app.PlaidConfig{
 					BaseURL:     errorUpstream(t, httpStatus, w.errorType, w.errorCode),
 					Credentials: plaid.Credentials{ClientID: "id", Secret: "secret"},
 				}})
@@ -202,7 +209,7 @@ func TestUnknownErrorTypesFallBackOnHTTPStatus(t *testing.T) {
 		429: codes.ResourceExhausted, 500: codes.Unavailable, 503: codes.Unavailable, 418: codes.Unknown,
 	} {
 		t.Run(fmt.Sprint(httpStatus), func(t *testing.T) {
-			s := start(t, app.Config{Plaid: app.PlaidConfig{
+			s := start(t, app.Config{Resilience: mappingOnly, Plaid: app.PlaidConfig{
 				BaseURL:     errorUpstream(t, httpStatus, "BRAND_NEW_ERROR", "SOMETHING"),
 				Credentials: plaid.Credentials{ClientID: "id", Secret: "secret"},
 			}})
@@ -398,7 +405,7 @@ func TestMisbehavingUpstreamGetsAClearError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := start(t, app.Config{Plaid: app.PlaidConfig{
+			s := start(t, app.Config{Resilience: mappingOnly, Plaid: app.PlaidConfig{
 				BaseURL:     tt.upstream(t),
 				Credentials: plaid.Credentials{ClientID: "id", Secret: "top-secret"},
 			}})
