@@ -27,9 +27,9 @@ func TestMain(m *testing.M) {
 // upstream is a Plaid-compatible server on loopback whose answers a test controls.
 type upstream struct {
 	calls   atomic.Int64
-	started chan struct{}  // receives when a request arrives
-	release chan struct{}  // a request waits for this (or its cancellation) when blocking
-	ended   chan error     // receives each request's context error when it ends
+	started chan struct{} // receives when a request arrives
+	release chan struct{} // a request waits for this (or its cancellation) when blocking
+	ended   chan error    // receives each request's context error when it ends
 	answer  func(n int64) (int, string)
 	block   atomic.Bool
 	stop    chan struct{} // closed at cleanup, so no handler outlives its test
