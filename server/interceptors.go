@@ -38,21 +38,33 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-// logCalls writes one line per call: method, code and latency. Requests and responses
-// are not logged: they carry user tokens.
+// logCalls writes one line per call: method, transport, code, latency, Plaid's request
+// id, the caller's address and user agent, and a short hash of the user token. Requests,
+// responses and metadata are never logged: they carry user tokens and secrets.
 func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
+		ctx, ci := withCallInfo(ctx)
 		resp, err := handler(ctx, req)
 		st := status.Convert(err)
 		level := slog.LevelInfo
 		if st.Code() == codes.Internal || st.Code() == codes.Unknown || st.Code() == codes.DataLoss {
 			level = slog.LevelError
 		}
-		attrs := []slog.Attr{
+		addr, userAgent := callerOf(ctx)
+		attrs := make([]slog.Attr, 0, 10)
+		attrs = append(attrs,
 			slog.String("method", info.FullMethod),
+			slog.String("transport", transportOf(ctx)),
 			slog.String("code", st.Code().String()),
 			slog.Duration("latency", time.Since(start)),
+			slog.String("plaid_request_id", ci.requestID),
+			slog.String("caller", addr),
+			slog.String("user_agent", userAgent),
+			slog.String("user_token_sha256", ci.tokenHash),
+		)
+		if ci.clientID != "" {
+			attrs = append(attrs, slog.String("plaid_client_id", ci.clientID))
 		}
 		if err != nil {
 			attrs = append(attrs, slog.String("error", st.Message()))

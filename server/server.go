@@ -88,17 +88,32 @@ func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSes
 		return nil, missingFields(codes.InvalidArgument, missing...)
 	}
 
+	ci := callInfoFrom(ctx)
+	if ci != nil {
+		ci.tokenHash = TokenHash(call.UserToken)
+		ci.clientID = call.Credentials.ClientID
+	}
+
 	resp, err := s.upstream.CreditSessionsGet(ctx, call)
 	if err != nil {
 		err = upstreamStatus(ctx, err, s.callerKeys)
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.Plaid.RequestID != "" {
-			setRequestID(ctx, ue.Plaid.RequestID)
+			s.noteRequestID(ctx, ci, ue.Plaid.RequestID)
 		}
 		return nil, err
 	}
-	setRequestID(ctx, resp.GetRequestId())
+	s.noteRequestID(ctx, ci, resp.GetRequestId())
 	return resp, nil
+}
+
+// noteRequestID sends Plaid's request id back as response metadata and keeps it for the
+// call's log line.
+func (s *Service) noteRequestID(ctx context.Context, ci *callInfo, id string) {
+	if ci != nil {
+		ci.requestID = id
+	}
+	setRequestID(ctx, id)
 }
 
 // callerCredentials takes the caller's keys from the request, or else from metadata.

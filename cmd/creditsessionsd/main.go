@@ -20,6 +20,7 @@ import (
 
 	"creditsessions/internal/app"
 	"creditsessions/internal/emulator"
+	"creditsessions/internal/observe"
 	"creditsessions/internal/plaid"
 	"creditsessions/internal/resilience"
 	"creditsessions/server"
@@ -42,6 +43,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.SetOutput(stderr)
 	grpcAddr := fs.String("grpc-addr", "localhost:50051", "gRPC listen `address`")
 	httpAddr := fs.String("http-addr", "localhost:8080", "REST mirror listen `address`")
+	adminAddr := fs.String("admin-addr", "localhost:9090", "admin listen `address`: /metrics, /healthz, /readyz, /debug/pprof/")
 	drain := fs.Duration("shutdown-drain", 0, "how long to keep serving after health turns NOT_SERVING on shutdown")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "how long calls in flight may take to finish once listeners close")
 	var res resilience.Config
@@ -72,9 +74,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	tracing, err := observe.TracingFromEnv(ctx, getenv)
+	if err != nil {
+		return err
+	}
 	a, err := app.New(app.Config{
 		GRPCAddr:      *grpcAddr,
 		HTTPAddr:      *httpAddr,
+		AdminAddr:     *adminAddr,
+		Tracing:       tracing,
 		Plaid:         upstream,
 		Resilience:    res,
 		ShutdownDrain: *drain,

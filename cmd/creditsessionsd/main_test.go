@@ -95,7 +95,7 @@ func TestRunOnTheEmbeddedEmulatorSaysSoAndStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-format", "json"}, env(nil), &out)
+		done <- run(ctx, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-log-format", "json"}, env(nil), &out)
 	}()
 	// The banner is printed before serving starts; wait for the "serving" record.
 	select {

@@ -10,15 +10,19 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"creditsessions/internal/emulator"
 	"creditsessions/internal/mirror"
+	"creditsessions/internal/observe"
 	"creditsessions/internal/plaid"
 	"creditsessions/internal/resilience"
 	"creditsessions/server"
 
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 )
@@ -29,6 +33,11 @@ type Config struct {
 	GRPCAddr string
 	// HTTPAddr is the REST mirror's listen address; default localhost:8080.
 	HTTPAddr string
+	// AdminAddr serves /metrics, /healthz, /readyz and pprof; default localhost:9090.
+	AdminAddr string
+	// Tracing, when set, traces the gRPC server, the REST mirror and the calls to Plaid,
+	// continuing callers' W3C trace context up to Plaid. Nil means off, at no cost.
+	Tracing *observe.Tracing
 	// Plaid says where calls go. Its zero value means the embedded emulator.
 	Plaid PlaidConfig
 	// Resilience tunes retries, the circuit breaker, the concurrency cap and coalescing.
@@ -86,14 +95,18 @@ func (c PlaidConfig) Validate() error {
 
 // App is the running service.
 type App struct {
-	cfg      Config
-	logger   *slog.Logger
-	guard    *resilience.Guard
-	grpc     *server.GRPC
-	http     *http.Server
-	grpcLn   net.Listener
-	httpLn   net.Listener
-	emulator *emulator.Server
+	cfg          Config
+	logger       *slog.Logger
+	guard        *resilience.Guard
+	metrics      *observe.Metrics
+	grpc         *server.GRPC
+	http         *http.Server
+	admin        *http.Server
+	grpcLn       net.Listener
+	httpLn       net.Listener
+	adminLn      net.Listener
+	emulator     *emulator.Server
+	shuttingDown atomic.Bool
 }
 
 // New builds the service and opens its listeners, so that their addresses are known
@@ -104,6 +117,9 @@ func New(cfg Config) (_ *App, err error) {
 	}
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = "localhost:8080"
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "localhost:9090"
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
@@ -129,23 +145,45 @@ func New(cfg Config) (_ *App, err error) {
 		upstream.BaseURL = a.emulator.URL
 		upstream.Credentials = plaid.Credentials{ClientID: a.emulator.Emulator.ClientID(), Secret: a.emulator.Emulator.Secret()}
 	}
-	client, err := plaid.NewClient(plaid.Config{BaseURL: upstream.BaseURL, Credentials: upstream.Credentials})
+	httpClient := plaid.NewHTTPClient()
+	if cfg.Tracing != nil {
+		httpClient.Transport = otelhttp.NewTransport(httpClient.Transport,
+			otelhttp.WithTracerProvider(cfg.Tracing.Provider), otelhttp.WithPropagators(cfg.Tracing.Propagator))
+	}
+	client, err := plaid.NewClient(plaid.Config{BaseURL: upstream.BaseURL, Credentials: upstream.Credentials, HTTPClient: httpClient})
 	if err != nil {
 		return nil, err
 	}
 
-	a.guard = resilience.New(client, cfg.Resilience)
+	a.metrics = observe.NewMetrics()
+	a.guard = resilience.New(a.metrics.InstrumentUpstream(client), cfg.Resilience)
 	a.guard.OnStateChange = func(from, to gobreaker.State) {
 		a.logger.Warn("circuit breaker to Plaid changed state", "from", from.String(), "to", to.String())
 	}
+	a.metrics.ObserveGuard(a.guard)
 	svc, err := server.New(a.guard, cfg.Plaid.CredentialsMode)
 	if err != nil {
 		return nil, err
 	}
-	a.grpc = server.NewGRPCServer(svc, server.Options{Logger: a.logger, Interceptors: cfg.Interceptors})
+	var serverOptions []grpc.ServerOption
+	if cfg.Tracing != nil {
+		serverOptions = append(serverOptions, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(cfg.Tracing.Provider), otelgrpc.WithPropagators(cfg.Tracing.Propagator))))
+	}
+	a.grpc = server.NewGRPCServer(svc, server.Options{
+		Logger:        a.logger,
+		Interceptors:  append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor()}, cfg.Interceptors...),
+		ServerOptions: serverOptions,
+	})
+	a.metrics.GRPC.InitializeMetrics(a.grpc.Server)
 	rest, err := mirror.New(a.grpc.Service(), mirror.Options{Interceptor: a.grpc.Interceptor})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Tracing != nil {
+		rest = otelhttp.NewHandler(rest, "rest",
+			otelhttp.WithTracerProvider(cfg.Tracing.Provider), otelhttp.WithPropagators(cfg.Tracing.Propagator),
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 	}
 	a.http = &http.Server{
 		Handler:           rest,
@@ -155,11 +193,19 @@ func New(cfg Config) (_ *App, err error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
+	a.admin = &http.Server{
+		Handler:           observe.AdminHandler(a.metrics, a.ready),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+	}
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("gRPC listener: %w", err)
 	}
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP listener: %w", err)
+	}
+	if a.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	return a, nil
 }
@@ -186,6 +232,12 @@ func (a *App) Emulator() *emulator.Emulator {
 	return a.emulator.Emulator
 }
 
+// AdminAddr is the address of the admin server: metrics, health probes, pprof.
+func (a *App) AdminAddr() net.Addr { return a.adminLn.Addr() }
+
+// ready reports whether the service takes calls: not shutting down, and serving.
+func (a *App) ready() bool { return !a.shuttingDown.Load() }
+
 // Guard is the resilience layer in front of Plaid, for its stats.
 func (a *App) Guard() *resilience.Guard { return a.guard }
 
@@ -207,7 +259,14 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	a.logger.Info("serving", "grpc_addr", a.GRPCAddr().String(), "http_addr", a.HTTPAddr().String())
+	g.Go(func() error {
+		if err := a.admin.Serve(a.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin server: %w", err)
+		}
+		return nil
+	})
+	a.logger.Info("serving", "grpc_addr", a.GRPCAddr().String(), "http_addr", a.HTTPAddr().String(),
+		"admin_addr", a.AdminAddr().String(), "tracing", a.cfg.Tracing != nil)
 	g.Go(func() error {
 		<-gctx.Done()
 		a.shutdown()
@@ -218,7 +277,8 @@ func (a *App) Run(ctx context.Context) error {
 
 func (a *App) shutdown() {
 	a.logger.Info("shutting down", "drain", a.cfg.ShutdownDrain, "grace", a.cfg.ShutdownGrace)
-	a.grpc.Health.Shutdown() // every service NOT_SERVING, so balancers stop sending
+	a.shuttingDown.Store(true) // /readyz fails from now on
+	a.grpc.Health.Shutdown()   // every service NOT_SERVING, so balancers stop sending
 	if a.cfg.ShutdownDrain > 0 {
 		time.Sleep(a.cfg.ShutdownDrain) // still serving, while balancers notice
 	}
@@ -241,12 +301,17 @@ func (a *App) shutdown() {
 		a.grpc.Stop()
 		<-stopped
 	}
+	// The admin server last, so metrics can be scraped while calls drain.
+	_ = a.admin.Shutdown(ctx)
+	if err := a.cfg.Tracing.Shutdown(ctx); err != nil {
+		a.logger.Warn("flushing traces", "error", err)
+	}
 	a.logger.Info("stopped")
 }
 
 // close releases what New opened, for a New that failed or a Run that ended.
 func (a *App) close() {
-	for _, ln := range []net.Listener{a.grpcLn, a.httpLn} {
+	for _, ln := range []net.Listener{a.grpcLn, a.httpLn, a.adminLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

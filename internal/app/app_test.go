@@ -49,6 +49,9 @@ func start(t *testing.T, cfg app.Config) *service {
 	if cfg.GRPCAddr == "" {
 		cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "127.0.0.1:0"
+	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	a, err := app.New(cfg)
 	require.NoError(t, err)

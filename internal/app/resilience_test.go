@@ -286,6 +286,7 @@ func TestShutdownUnderLoadLosesNoAcceptedCall(t *testing.T) {
 	first := start(t, cfg)
 	first.app.Emulator().SetFaults(emulator.Faults{Latency: 30 * time.Millisecond})
 	cfg.GRPCAddr, cfg.HTTPAddr = first.app.GRPCAddr().String(), first.app.HTTPAddr().String()
+	cfg.AdminAddr = first.app.AdminAddr().String()
 
 	var succeeded atomic.Int64
 	stop := make(chan struct{})

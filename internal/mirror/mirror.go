@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/server"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -135,6 +136,7 @@ type intercepted struct {
 var creditSessionsGetInfo = &grpc.UnaryServerInfo{FullMethod: creditv1.CreditService_CreditSessionsGet_FullMethodName}
 
 func (s intercepted) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSessionsGetRequest) (*creditv1.CreditSessionsGetResponse, error) {
+	ctx = server.WithTransport(ctx, "rest")
 	if s.interceptor == nil {
 		return s.next.CreditSessionsGet(ctx, req)
 	}

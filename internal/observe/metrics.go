@@ -1,0 +1,131 @@
+// Package observe is the service's observability: Prometheus metrics, the admin HTTP
+// server (metrics, health probes, pprof) and OpenTelemetry tracing from the standard
+// OTEL_* environment variables.
+package observe
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/internal/plaid"
+	"creditsessions/internal/resilience"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+)
+
+// Metrics holds the service's collectors, in a registry of their own.
+type Metrics struct {
+	Registry *prometheus.Registry
+	// GRPC counts and times every call, gRPC and REST alike (the mirror runs the same
+	// interceptor chain): grpc_server_started_total, grpc_server_handled_total,
+	// grpc_server_handling_seconds.
+	GRPC *grpcprom.ServerMetrics
+
+	upstreamRequests *prometheus.CounterVec
+	upstreamSeconds  *prometheus.HistogramVec
+}
+
+// NewMetrics registers the Go runtime, process and gRPC server collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		GRPC: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}))),
+		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "creditsessions_upstream_requests_total",
+			Help: "Requests sent to Plaid, by outcome (ok, plaid_error, protocol_error, transport_error, canceled) and Plaid error code.",
+		}, []string{"outcome", "error_code"}),
+		upstreamSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "creditsessions_upstream_request_duration_seconds",
+			Help:    "Time Plaid took to answer a request, by outcome.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"outcome"}),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.GRPC, m.upstreamRequests, m.upstreamSeconds,
+	)
+	return m
+}
+
+// UnaryServerInterceptor is the gRPC server metrics interceptor.
+func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return m.GRPC.UnaryServerInterceptor()
+}
+
+// ObserveGuard exports the resilience layer's counts and state.
+func (m *Metrics) ObserveGuard(g *resilience.Guard) {
+	counter := func(name, help string, read func(resilience.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(read(g.Stats())) })
+	}
+	m.Registry.MustRegister(
+		counter("creditsessions_calls_total", "Calls that reached the resilience layer.",
+			func(s resilience.Stats) int64 { return s.Calls }),
+		counter("creditsessions_coalesced_calls_total", "Calls that shared an identical call in flight instead of calling Plaid.",
+			func(s resilience.Stats) int64 { return s.Coalesced }),
+		counter("creditsessions_upstream_retries_total", "Requests to Plaid that were retries.",
+			func(s resilience.Stats) int64 { return s.Retries }),
+		counter("creditsessions_retry_budget_exhausted_total", "Retries not made because the retry budget was spent.",
+			func(s resilience.Stats) int64 { return s.RetryBudgetEmpty }),
+		counter("creditsessions_overloaded_total", "Calls refused because too many requests to Plaid were in flight.",
+			func(s resilience.Stats) int64 { return s.Overloaded }),
+		counter("creditsessions_circuit_open_rejections_total", "Requests to Plaid not made because the circuit was open.",
+			func(s resilience.Stats) int64 { return s.FastFailed }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "creditsessions_upstream_in_flight", Help: "Requests to Plaid in flight.",
+		}, func() float64 { return float64(g.InFlight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "creditsessions_circuit_breaker_state", Help: "The circuit to Plaid: 0 closed, 1 half-open, 2 open.",
+		}, func() float64 { return float64(g.BreakerState()) }),
+	)
+}
+
+// Upstream is the interface of the Plaid client.
+type Upstream = resilience.Upstream
+
+// InstrumentUpstream counts and times every request to Plaid by outcome.
+func (m *Metrics) InstrumentUpstream(next Upstream) Upstream {
+	return instrumented{next: next, m: m}
+}
+
+type instrumented struct {
+	next Upstream
+	m    *Metrics
+}
+
+func (u instrumented) CreditSessionsGet(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+	start := time.Now()
+	resp, err := u.next.CreditSessionsGet(ctx, r)
+	outcome, code := classify(err)
+	u.m.upstreamRequests.WithLabelValues(outcome, code).Inc()
+	u.m.upstreamSeconds.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+	return resp, err
+}
+
+func classify(err error) (outcome, errorCode string) {
+	var pe *plaid.Error
+	var proto *plaid.ProtocolError
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return "ok", ""
+	case errors.As(err, &pe):
+		return "plaid_error", pe.ErrorCode
+	case errors.Is(err, context.Canceled):
+		return "canceled", ""
+	case errors.As(err, &proto):
+		return "protocol_error", ""
+	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded):
+		return "transport_error", ""
+	default:
+		return "transport_error", ""
+	}
+}

@@ -1,0 +1,72 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+)
+
+// callInfo is what the service learns during a call that the log line wants: filled by
+// the handler, read by logCalls once the call ends.
+type callInfo struct {
+	requestID string // Plaid's
+	tokenHash string // never the token itself
+	clientID  string // the Plaid client id the call used, in caller-keys mode
+}
+
+type callInfoKey struct{}
+
+func withCallInfo(ctx context.Context) (context.Context, *callInfo) {
+	ci := &callInfo{}
+	return context.WithValue(ctx, callInfoKey{}, ci), ci
+}
+
+func callInfoFrom(ctx context.Context) *callInfo {
+	ci, _ := ctx.Value(callInfoKey{}).(*callInfo)
+	return ci
+}
+
+// TokenHash is a short, stable, one-way name for a user token, so logs can tell calls
+// for the same user apart without holding the token.
+func TokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:6])
+}
+
+type transportKey struct{}
+
+// WithTransport marks a call that did not arrive over gRPC, such as "rest", for the logs.
+func WithTransport(ctx context.Context, transport string) context.Context {
+	return context.WithValue(ctx, transportKey{}, transport)
+}
+
+func transportOf(ctx context.Context) string {
+	if t, ok := ctx.Value(transportKey{}).(string); ok {
+		return t
+	}
+	return "grpc"
+}
+
+// callerOf names the caller for the logs: its address and user agent. REST calls carry
+// them as grpc-gateway's x-forwarded-for and grpcgateway-user-agent metadata.
+func callerOf(ctx context.Context) (addr, userAgent string) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	if v := md.Get("x-forwarded-for"); len(v) > 0 {
+		addr = v[0]
+	}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		addr = host
+	}
+	userAgent = first(md.Get("user-agent"))
+	if v := md.Get("grpcgateway-user-agent"); len(v) > 0 {
+		userAgent = v[0]
+	}
+	return addr, userAgent
+}
