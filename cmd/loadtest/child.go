@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"creditsessions/internal/app"
+	"creditsessions/internal/emulator"
+	"creditsessions/internal/plaid"
+	"creditsessions/internal/resilience"
+)
+
+// The children's environment. Credentials travel here, never in argv, where any user of
+// the machine could read them.
+const (
+	roleEnv      = "LOADTEST_ROLE" // emulator or service: run as that child
+	roleEmulator = "emulator"
+	roleService  = "service"
+
+	emulatorClientIDEnv = "LOADTEST_EMULATOR_CLIENT_ID" // what the emulator accepts
+	emulatorSecretEnv   = "LOADTEST_EMULATOR_SECRET"
+	// The service reads its upstream under the names cmd/creditsessionsd uses.
+	plaidBaseURLEnv  = "PLAID_BASE_URL"
+	plaidClientIDEnv = "PLAID_CLIENT_ID"
+	plaidSecretEnv   = "PLAID_SECRET"
+	coalesceEnv      = "LOADTEST_COALESCE"   // "1": the service coalesces
+	cpuProfileEnv    = "LOADTEST_CPUPROFILE" // file the service writes its CPU profile to
+	memProfileEnv    = "LOADTEST_MEMPROFILE" // file the service writes its heap profile to
+)
+
+// childLine is a line a child writes on stdout: first when it is ready, with its
+// addresses, then once per profiling signal, as an acknowledgement.
+type childLine struct {
+	Role  string `json:"role,omitempty"`
+	PID   int    `json:"pid,omitempty"`
+	URL   string `json:"url,omitempty"`       // emulator
+	GRPC  string `json:"grpc_addr,omitempty"` // service
+	HTTP  string `json:"http_addr,omitempty"` // service
+	Event string `json:"event,omitempty"`     // profile-started, profile-written
+	Error string `json:"error,omitempty"`     // a profiling failure
+}
+
+// Profiling protocol: SIGUSR1 starts the profiles, SIGUSR2 stops and writes them. The
+// child acknowledges each on stdout, so the parent knows the window is covered.
+const (
+	eventProfileStarted = "profile-started"
+	eventProfileWritten = "profile-written"
+)
+
+// runChild runs as the child named by role until ctx is done or stdin reaches its end
+// (the parent is gone, however it went).
+func runChild(ctx context.Context, role string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_, _ = io.Copy(io.Discard, stdin)
+		cancel()
+	}()
+	out := &lineWriter{w: stdout}
+	switch role {
+	case roleEmulator:
+		return runEmulator(ctx, getenv, out)
+	case roleService:
+		return runService(ctx, getenv, out, stderr)
+	default:
+		return fmt.Errorf("%s=%q: want %s or %s", roleEnv, role, roleEmulator, roleService)
+	}
+}
+
+func runEmulator(ctx context.Context, getenv func(string) string, out *lineWriter) error {
+	// No logger: a line per request would cost more than the answer.
+	srv, err := emulator.Start("127.0.0.1:0", emulator.Config{
+		ClientID: getenv(emulatorClientIDEnv),
+		Secret:   getenv(emulatorSecretEnv),
+	})
+	if err != nil {
+		return err
+	}
+	if err := out.write(childLine{Role: roleEmulator, PID: os.Getpid(), URL: srv.URL}); err != nil {
+		_ = srv.Close()
+		return err
+	}
+	<-ctx.Done()
+	return srv.Close()
+}
+
+func runService(ctx context.Context, getenv func(string) string, out *lineWriter, stderr io.Writer) error {
+	baseURL := getenv(plaidBaseURLEnv)
+	if err := requireLoopbackURL(baseURL); err != nil {
+		return fmt.Errorf("%s: %w", plaidBaseURLEnv, err)
+	}
+	a, err := app.New(app.Config{
+		GRPCAddr:  "127.0.0.1:0",
+		HTTPAddr:  "127.0.0.1:0",
+		AdminAddr: "127.0.0.1:0",
+		Plaid: app.PlaidConfig{
+			BaseURL:     baseURL,
+			Credentials: plaid.Credentials{ClientID: getenv(plaidClientIDEnv), Secret: getenv(plaidSecretEnv)},
+		},
+		Resilience:    resilience.Config{DisableCoalescing: getenv(coalesceEnv) != "1"},
+		ShutdownGrace: 5 * time.Second,
+		Logger:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	if cpu, mem := getenv(cpuProfileEnv), getenv(memProfileEnv); cpu != "" || mem != "" {
+		stop := serveProfiles(cpu, mem, out)
+		defer stop()
+	}
+	if err := out.write(childLine{Role: roleService, PID: os.Getpid(), GRPC: a.GRPCAddr().String(), HTTP: a.HTTPAddr().String()}); err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// serveProfiles answers the profiling signals until the returned stop is called.
+func serveProfiles(cpuPath, memPath string, out *lineWriter) (stop func()) {
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var cpuFile *os.File
+		for {
+			select {
+			case <-done:
+				if cpuFile != nil {
+					pprof.StopCPUProfile()
+					_ = cpuFile.Close()
+				}
+				return
+			case sig := <-signals:
+				var err error
+				event := eventProfileStarted
+				if sig == syscall.SIGUSR1 {
+					cpuFile, err = startProfiles(cpuPath, memPath)
+				} else {
+					event = eventProfileWritten
+					err = writeProfiles(cpuFile, memPath)
+					cpuFile = nil
+				}
+				line := childLine{Event: event}
+				if err != nil {
+					line.Error = err.Error()
+				}
+				_ = out.write(line)
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(signals)
+		close(done)
+		<-finished
+	}
+}
+
+// startProfiles starts the CPU profile, and writes the heap profile the window's is to
+// be compared with (go tool pprof -diff_base).
+func startProfiles(cpuPath, memPath string) (*os.File, error) {
+	if memPath != "" {
+		if err := writeHeapProfile(baseProfilePath(memPath)); err != nil {
+			return nil, err
+		}
+	}
+	if cpuPath == "" {
+		return nil, nil
+	}
+	f, err := os.Create(cpuPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func writeProfiles(cpuFile *os.File, memPath string) error {
+	var errs []error
+	if cpuFile != nil {
+		pprof.StopCPUProfile()
+		errs = append(errs, cpuFile.Close())
+	}
+	if memPath != "" {
+		errs = append(errs, writeHeapProfile(memPath))
+	}
+	return errors.Join(errs...)
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC() // so that in-use figures are up to date
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// baseProfilePath is where the heap profile at the start of a window goes: mem.pprof
+// gives mem.base.pprof.
+func baseProfilePath(path string) string { return insertBeforeExt(path, "base") }
+
+// insertBeforeExt inserts "."+s before path's extension: a/cpu.pprof, x gives a/cpu.x.pprof.
+func insertBeforeExt(path, s string) string {
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + "." + s + ext
+}
+
+// lineWriter writes childLines, one JSON object a line, from any goroutine.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (lw *lineWriter) write(line childLine) error {
+	b, err := json.Marshal(line)
+	if err != nil {
+		return err
+	}
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if _, err := lw.w.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("writing to the parent: %w", err)
+	}
+	return nil
+}
+
+// requireLoopbackURL accepts only http://IP:port on a loopback address.
+func requireLoopbackURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" {
+		return fmt.Errorf("%q: want an http:// URL on a loopback address", raw)
+	}
+	return requireLoopback(u.Host)
+}
+
+// requireLoopback accepts only a loopback ip:port, so that traffic stays on this host.
+func requireLoopback(hostPort string) error {
+	ap, err := netip.ParseAddrPort(hostPort)
+	if err != nil {
+		return fmt.Errorf("%q is not ip:port: %w", hostPort, err)
+	}
+	if !ap.Addr().IsLoopback() {
+		return fmt.Errorf("%s is not a loopback address", hostPort)
+	}
+	return nil
+}
