@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&res.MaxInFlight, "max-in-flight", 64, "cap on requests to Plaid in flight")
 	fs.DurationVar(&res.MaxQueueWait, "max-queue-wait", 100*time.Millisecond, "longest wait for a place under -max-in-flight before ResourceExhausted")
 	coalesce := fs.Bool("coalesce", true, "share one Plaid request among identical calls in flight")
+	maxResponse := fs.Int64("max-response-bytes", plaid.DefaultMaxResponseBytes, "largest response body accepted from Plaid")
 	logFormat := fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
 	credentials := fs.String("plaid-credentials", server.ServiceKeys,
 		"whose Plaid keys calls use: service (PLAID_CLIENT_ID/PLAID_SECRET; callers' keys are ignored) or caller (each call's own, passed through)")
@@ -79,15 +80,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	a, err := app.New(app.Config{
-		GRPCAddr:      *grpcAddr,
-		HTTPAddr:      *httpAddr,
-		AdminAddr:     *adminAddr,
-		Tracing:       tracing,
-		Plaid:         upstream,
-		Resilience:    res,
-		ShutdownDrain: *drain,
-		ShutdownGrace: *grace,
-		Logger:        logger,
+		GRPCAddr:         *grpcAddr,
+		HTTPAddr:         *httpAddr,
+		AdminAddr:        *adminAddr,
+		Tracing:          tracing,
+		Plaid:            upstream,
+		Resilience:       res,
+		MaxResponseBytes: *maxResponse,
+		ShutdownDrain:    *drain,
+		ShutdownGrace:    *grace,
+		Logger:           logger,
 	})
 	if err != nil {
 		return err

@@ -42,6 +42,9 @@ type Config struct {
 	Plaid PlaidConfig
 	// Resilience tunes retries, the circuit breaker, the concurrency cap and coalescing.
 	Resilience resilience.Config
+	// MaxResponseBytes bounds a response body from Plaid; 0 means
+	// plaid.DefaultMaxResponseBytes.
+	MaxResponseBytes int64
 	// ShutdownDrain is how long the service keeps serving after health turns
 	// NOT_SERVING, so that load balancers stop sending before listeners close; default 0.
 	ShutdownDrain time.Duration
@@ -150,7 +153,10 @@ func New(cfg Config) (_ *App, err error) {
 		httpClient.Transport = otelhttp.NewTransport(httpClient.Transport,
 			otelhttp.WithTracerProvider(cfg.Tracing.Provider), otelhttp.WithPropagators(cfg.Tracing.Propagator))
 	}
-	client, err := plaid.NewClient(plaid.Config{BaseURL: upstream.BaseURL, Credentials: upstream.Credentials, HTTPClient: httpClient})
+	client, err := plaid.NewClient(plaid.Config{
+		BaseURL: upstream.BaseURL, Credentials: upstream.Credentials,
+		HTTPClient: httpClient, MaxResponseBytes: cfg.MaxResponseBytes,
+	})
 	if err != nil {
 		return nil, err
 	}
