@@ -5,7 +5,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"time"
 	"unicode/utf8"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
@@ -19,10 +18,16 @@ import (
 // counts as numbers, additional_properties inline after the known members. Unset
 // optional fields are left out and a set one is written even when it is 0 or "".
 func AppendResponse(dst []byte, m *creditv1.CreditSessionsGetResponse) ([]byte, error) {
-	e := encoder{b: dst}
+	// Grow dst once, by about what m takes, rather than by doubling as it fills: a
+	// large response would otherwise be copied about twice over on the way.
+	e := encoder{b: slices.Grow(dst, 64+sessionSizeEstimate*len(m.GetSessions()))}
 	e.response(m)
 	return e.b, e.err
 }
+
+// sessionSizeEstimate is about what a session with one item and one income result
+// takes, identifiers as long as Plaid's included.
+const sessionSizeEstimate = 448
 
 // AppendRequest appends m to dst as the JSON body Plaid expects.
 func AppendRequest(dst []byte, m *creditv1.CreditSessionsGetRequest) []byte {
@@ -41,7 +46,20 @@ type encoder struct {
 	err   error
 }
 
+// key writes the key of a member the schema names. Those keys are plain ASCII, with
+// nothing to escape, so they are copied as they are.
 func (e *encoder) key(k string) {
+	if e.comma {
+		e.b = append(e.b, ',')
+	}
+	e.comma = true
+	e.b = append(e.b, '"')
+	e.b = append(e.b, k...)
+	e.b = append(e.b, '"', ':')
+}
+
+// anyKey writes the key of an additional property, which may need escaping.
+func (e *encoder) anyKey(k string) {
 	if e.comma {
 		e.b = append(e.b, ',')
 	}
@@ -125,7 +143,7 @@ func (e *encoder) response(m *creditv1.CreditSessionsGetResponse) {
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			e.key(k)
+			e.anyKey(k)
 			e.value(extra[k], 0)
 		}
 	}
@@ -148,37 +166,10 @@ func (e *encoder) session(m *creditv1.CreditSession) {
 }
 
 func (e *encoder) results(m *creditv1.CreditSessionResults) {
-	elems(e, "item_add_results", m.ItemAddResults, func(r *creditv1.CreditSessionItemAddResult) {
-		e.optStr("public_token", r.PublicToken)
-		e.optStr("item_id", r.ItemId)
-		e.optStr("institution_id", r.InstitutionId)
-	})
-	elems(e, "bank_income_results", m.BankIncomeResults, func(r *creditv1.CreditSessionBankIncomeResult) {
-		switch s := r.StatusValue.(type) {
-		case *creditv1.CreditSessionBankIncomeResult_Status:
-			e.status(bankIncomeStatuses, int32(s.Status))
-		case *creditv1.CreditSessionBankIncomeResult_UnrecognizedStatus:
-			e.str("status", s.UnrecognizedStatus, true)
-		}
-		e.optStr("item_id", r.ItemId)
-		e.optStr("institution_id", r.InstitutionId)
-	})
-	elems(e, "bank_employment_results", m.BankEmploymentResults, func(r *creditv1.CreditSessionBankEmploymentResult) {
-		switch s := r.StatusValue.(type) {
-		case *creditv1.CreditSessionBankEmploymentResult_Status:
-			e.status(bankEmploymentStatuses, int32(s.Status))
-		case *creditv1.CreditSessionBankEmploymentResult_UnrecognizedStatus:
-			e.str("status", s.UnrecognizedStatus, true)
-		}
-		e.optStr("item_id", r.ItemId)
-		e.optStr("institution_id", r.InstitutionId)
-	})
-	elems(e, "payroll_income_results", m.PayrollIncomeResults, func(r *creditv1.CreditSessionPayrollIncomeResult) {
-		e.optInt32("num_paystubs_retrieved", r.NumPaystubsRetrieved)
-		e.optInt32("num_w2s_retrieved", r.NumW2SRetrieved)
-		e.optStr("institution_id", r.InstitutionId)
-		e.optStr("institution_name", r.InstitutionName)
-	})
+	elems(e, "item_add_results", m.ItemAddResults, e.itemAdd)
+	elems(e, "bank_income_results", m.BankIncomeResults, e.bankIncome)
+	elems(e, "bank_employment_results", m.BankEmploymentResults, e.bankEmployment)
+	elems(e, "payroll_income_results", m.PayrollIncomeResults, e.payrollIncome)
 	if r := m.DocumentIncomeResults; r != nil {
 		e.key("document_income_results")
 		e.open('{')
@@ -188,6 +179,41 @@ func (e *encoder) results(m *creditv1.CreditSessionResults) {
 		e.optInt32("num_1099s_uploaded", r.Num_1099SUploaded)
 		e.close('}')
 	}
+}
+
+func (e *encoder) itemAdd(r *creditv1.CreditSessionItemAddResult) {
+	e.optStr("public_token", r.PublicToken)
+	e.optStr("item_id", r.ItemId)
+	e.optStr("institution_id", r.InstitutionId)
+}
+
+func (e *encoder) bankIncome(r *creditv1.CreditSessionBankIncomeResult) {
+	switch s := r.StatusValue.(type) {
+	case *creditv1.CreditSessionBankIncomeResult_Status:
+		e.status(bankIncomeStatuses, int32(s.Status))
+	case *creditv1.CreditSessionBankIncomeResult_UnrecognizedStatus:
+		e.str("status", s.UnrecognizedStatus, true)
+	}
+	e.optStr("item_id", r.ItemId)
+	e.optStr("institution_id", r.InstitutionId)
+}
+
+func (e *encoder) bankEmployment(r *creditv1.CreditSessionBankEmploymentResult) {
+	switch s := r.StatusValue.(type) {
+	case *creditv1.CreditSessionBankEmploymentResult_Status:
+		e.status(bankEmploymentStatuses, int32(s.Status))
+	case *creditv1.CreditSessionBankEmploymentResult_UnrecognizedStatus:
+		e.str("status", s.UnrecognizedStatus, true)
+	}
+	e.optStr("item_id", r.ItemId)
+	e.optStr("institution_id", r.InstitutionId)
+}
+
+func (e *encoder) payrollIncome(r *creditv1.CreditSessionPayrollIncomeResult) {
+	e.optInt32("num_paystubs_retrieved", r.NumPaystubsRetrieved)
+	e.optInt32("num_w2s_retrieved", r.NumW2SRetrieved)
+	e.optStr("institution_id", r.InstitutionId)
+	e.optStr("institution_name", r.InstitutionName)
 }
 
 func (e *encoder) sessionError(m *creditv1.CreditSessionError) {
@@ -221,25 +247,9 @@ func (e *encoder) timestamp(t *timestamppb.Timestamp) {
 		e.fail(err)
 		return
 	}
-	tt := time.Unix(t.Seconds, int64(t.Nanos)).UTC()
 	e.b = append(e.b, '"')
-	e.b = tt.AppendFormat(e.b, "2006-01-02T15:04:05")
-	if n := t.Nanos; n != 0 {
-		digits := 9
-		switch {
-		case n%1e6 == 0:
-			n, digits = n/1e6, 3
-		case n%1e3 == 0:
-			n, digits = n/1e3, 6
-		}
-		e.b = append(e.b, '.')
-		frac := strconv.AppendInt(nil, int64(n), 10)
-		for range digits - len(frac) {
-			e.b = append(e.b, '0')
-		}
-		e.b = append(e.b, frac...)
-	}
-	e.b = append(e.b, 'Z', '"')
+	e.b = appendRFC3339UTC(e.b, t.Seconds, t.Nanos)
+	e.b = append(e.b, '"')
 }
 
 // value writes a structpb.Value as plain JSON.
@@ -269,7 +279,7 @@ func (e *encoder) value(v *structpb.Value, depth int) {
 		slices.Sort(keys)
 		e.open('{')
 		for _, key := range keys {
-			e.key(key)
+			e.anyKey(key)
 			e.value(fields[key], depth+1)
 		}
 		e.close('}')
@@ -313,8 +323,15 @@ const hexDigits = "0123456789abcdef"
 // U+2028 and U+2029 for JavaScript; invalid UTF-8 becomes U+FFFD.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
+	// Identifiers and most text are plain ASCII, with nothing to escape: find where
+	// that ends a word at a time, and copy that much in one go.
+	i := skipPlainASCIIString(s, 0)
+	if i == len(s) {
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	start := 0
-	for i := 0; i < len(s); {
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {

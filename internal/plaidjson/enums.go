@@ -12,18 +12,16 @@ import (
 // the proto names without the enum's prefix. It is built from the generated descriptor,
 // so a value added to the proto is known here without more code.
 type enumNames struct {
-	plaid map[string]int32 // Plaid spelling → number
-	names []string         // number → Plaid spelling; "" for the zero value
+	names []string // number → Plaid spelling; "" for the zero value
 }
 
 func newEnumNames(values map[string]int32, prefix string) enumNames {
-	e := enumNames{plaid: make(map[string]int32, len(values))}
+	var e enumNames
 	for name, n := range values {
 		if n == 0 {
 			continue // the _UNSPECIFIED value is ours, never Plaid's
 		}
 		spelling := strings.TrimPrefix(name, prefix)
-		e.plaid[spelling] = n
 		for int(n) >= len(e.names) {
 			e.names = append(e.names, "")
 		}
@@ -32,9 +30,15 @@ func newEnumNames(values map[string]int32, prefix string) enumNames {
 	return e
 }
 
-func (e enumNames) parse(s string) (int32, bool) {
-	n, ok := e.plaid[s]
-	return n, ok
+// parse looks up Plaid's spelling s. An enum has a handful of values, and comparing s
+// with each costs less than hashing it for a map.
+func (e enumNames) parse(s []byte) (int32, bool) {
+	for n, name := range e.names {
+		if name != "" && name == string(s) {
+			return int32(n), true
+		}
+	}
+	return 0, false
 }
 
 // name returns Plaid's spelling of n, or "" when n has none.
@@ -52,10 +56,10 @@ var (
 		"CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_")
 )
 
-func parseFloat(text string) (float64, error) {
-	f, err := strconv.ParseFloat(text, 64)
+func parseFloat(text []byte) (float64, error) {
+	f, err := strconv.ParseFloat(string(text), 64)
 	if err != nil || math.IsInf(f, 0) {
-		return 0, errValue("number out of range: " + text)
+		return 0, errValue("number out of range: " + string(text))
 	}
 	return f, nil
 }

@@ -67,5 +67,8 @@ func inField(name string, err error) error {
 
 // inElem is inField for the i-th element of an array.
 func inElem(i int, err error) error {
+	if err == nil {
+		return nil // before building the index's text: this runs for every element
+	}
 	return inField("["+strconv.Itoa(i)+"]", err)
 }

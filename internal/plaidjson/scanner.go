@@ -3,7 +3,6 @@ package plaidjson
 import (
 	"math"
 	"strconv"
-	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -12,13 +11,20 @@ import (
 // body cannot exhaust the stack.
 const maxDepth = 1000
 
-// scanner reads JSON from a string. Decoding works on one string copy of the body so
-// that strings without escapes become substrings of it, with no copy of their own.
+// scanner reads JSON from the body as the caller passed it. It never copies the whole
+// body: keys are matched in place, and only the strings a decode keeps are copied, into
+// a stringArena.
+//
+// Objects and arrays are read with loops, over members and element, rather than with
+// callbacks: a callback per object cost a closure and an indirect call for every
+// member, and hid the per-message code from the inliner.
 type scanner struct {
-	s   string
-	pos int
+	s       []byte
+	pos     int
+	strings stringArena
 }
 
+// skipSpace is the slow path of peek.
 func (sc *scanner) skipSpace() {
 	for sc.pos < len(sc.s) {
 		switch sc.s[sc.pos] {
@@ -32,6 +38,11 @@ func (sc *scanner) skipSpace() {
 
 // peek returns the next byte that is not white space, or 0 at the end.
 func (sc *scanner) peek() byte {
+	// Plaid's bodies are compact, so the next byte is almost never white space; this
+	// check keeps peek small enough to inline.
+	if sc.pos < len(sc.s) && sc.s[sc.pos] > ' ' {
+		return sc.s[sc.pos]
+	}
 	sc.skipSpace()
 	if sc.pos < len(sc.s) {
 		return sc.s[sc.pos]
@@ -54,77 +65,132 @@ func (sc *scanner) expect(c byte) error {
 	return nil
 }
 
-// null consumes a JSON null if one comes next.
-func (sc *scanner) null() bool {
-	if sc.peek() == 'n' && strings.HasPrefix(sc.s[sc.pos:], "null") {
+// nullAt consumes a JSON null at sc.pos, if there is one there. Callers peek first,
+// and call it only when they have seen its 'n'.
+func (sc *scanner) nullAt() bool {
+	if sc.at("null") {
 		sc.pos += 4
 		return true
 	}
 	return false
 }
 
-// object calls member for each member of the object that comes next. member must
-// consume the member's value.
-func (sc *scanner) object(member func(key string) error) error {
-	if err := sc.expect('{'); err != nil {
-		return err
-	}
-	if sc.peek() == '}' {
-		sc.pos++
-		return nil
-	}
-	for {
-		if sc.peek() != '"' {
-			// A key that is not a string is malformed JSON, not a value of the wrong type.
-			if sc.pos >= len(sc.s) {
-				return sc.syntaxError("unexpected end of JSON input")
-			}
-			return sc.syntaxError("expected a string key, found " + strconv.QuoteRune(rune(sc.s[sc.pos])))
-		}
-		key, err := sc.str()
-		if err != nil {
-			return err
-		}
-		if err := sc.expect(':'); err != nil {
-			return err
-		}
-		if err := member(key); err != nil {
-			return err
-		}
-		switch sc.peek() {
-		case ',':
-			sc.pos++
-		case '}':
-			sc.pos++
-			return nil
-		default:
-			return sc.expectEither(',', '}')
-		}
-	}
+// at reports whether the body holds lit at sc.pos.
+func (sc *scanner) at(lit string) bool {
+	return len(sc.s)-sc.pos >= len(lit) && string(sc.s[sc.pos:sc.pos+len(lit)]) == lit
 }
 
-// array calls elem for each element of the array that comes next.
-func (sc *scanner) array(elem func(i int) error) error {
-	if err := sc.expect('['); err != nil {
-		return err
+// members reads the members of an object whose '{' has been consumed:
+//
+//	obj := sc.members(sessionKeys)
+//	for {
+//		key, more, err := obj.next()
+//		if err != nil || !more {
+//			return err
+//		}
+//		// read the value of key
+//	}
+//
+// next reads a member's key and the colon after it, and the caller then consumes the
+// value; at the closing '}' next consumes it and returns more == false. The key is read
+// as text reads strings, and switch string(key) does not copy it.
+//
+// Most of the strings in a body are keys, and searching each for its closing quote
+// cost more than anything else in decoding, largely in mispredicted branches. But a
+// writer puts an object's members in the same order every time, so members first
+// compares the body in place with the key it expects next, with its quotes and colon:
+// that is one compare of a known length, predictably true. Only a key it did not
+// expect, or white space, takes the general path, which searches for the key's end and
+// leaves the guess where it was.
+type members struct {
+	sc       *scanner
+	expected []string // the object's known keys as `"key":`, in the order writers use
+	guess    int      // the index in expected of the key to try next
+	started  bool     // whether a member has been read, so a comma comes next
+}
+
+func (sc *scanner) members(expected []string) members {
+	return members{sc: sc, expected: expected}
+}
+
+func (o *members) next() (key []byte, more bool, err error) {
+	sc := o.sc
+	if o.guess < len(o.expected) { // the fast path: compact JSON, and the key expected
+		s, i := sc.s, sc.pos
+		if o.started && i < len(s) {
+			switch s[i] {
+			case ',':
+				i++
+			case '}':
+				sc.pos++
+				return nil, false, nil
+			}
+		}
+		// The closing quote compared is not escaped: no known key ends in a backslash.
+		if k := o.expected[o.guess]; o.started == (i > sc.pos) && hasPrefix(s[i:], k) {
+			sc.pos = i + len(k)
+			o.started = true
+			o.guess++
+			return s[i+1 : i+len(k)-2], true, nil
+		}
 	}
-	if sc.peek() == ']' {
+
+	c := sc.peek()
+	switch {
+	case c == '}':
 		sc.pos++
-		return nil
+		return nil, false, nil
+	case !o.started:
+		o.started = true
+	case c == ',':
+		sc.pos++
+		c = sc.peek()
+	default:
+		return nil, false, sc.expectEither(',', '}')
 	}
-	for i := 0; ; i++ {
-		if err := elem(i); err != nil {
-			return err
+	if c != '"' {
+		// A key that is not a string is malformed JSON, not a value of the wrong type.
+		if sc.pos >= len(sc.s) {
+			return nil, false, sc.syntaxError("unexpected end of JSON input")
 		}
-		switch sc.peek() {
-		case ',':
-			sc.pos++
-		case ']':
-			sc.pos++
-			return nil
-		default:
-			return sc.expectEither(',', ']')
-		}
+		return nil, false, sc.syntaxError("expected a string key, found " + strconv.QuoteRune(rune(c)))
+	}
+	if key, err = sc.quoted(); err != nil {
+		return nil, false, err
+	}
+	if sc.pos < len(sc.s) && sc.s[sc.pos] == ':' { // compact JSON
+		sc.pos++
+	} else if err := sc.expect(':'); err != nil {
+		return nil, false, err
+	}
+	return key, true, nil
+}
+
+// expectedKeys returns keys as members expects them: quoted, with the colon after.
+func expectedKeys(keys ...string) []string {
+	expected := make([]string, len(keys))
+	for i, k := range keys {
+		expected[i] = `"` + k + `":`
+	}
+	return expected
+}
+
+// element moves to the next element of an array whose '[' has been consumed; the
+// caller must then consume the element. At the closing ']' element consumes it and
+// returns more == false. first says whether this is the array's first element, that
+// is whether a comma must come before it.
+func (sc *scanner) element(first bool) (more bool, err error) {
+	switch c := sc.peek(); {
+	case c == ']':
+		sc.pos++
+		return false, nil
+	case first:
+		return true, nil // what comes is the element, which reports what is wrong with it
+	case c == ',':
+		sc.pos++
+		return true, nil
+	default:
+		return false, sc.expectEither(',', ']')
 	}
 }
 
@@ -136,23 +202,44 @@ func (sc *scanner) expectEither(a, b byte) error {
 		", found " + strconv.QuoteRune(rune(sc.s[sc.pos])))
 }
 
-// str reads a JSON string. Invalid UTF-8 becomes U+FFFD, as encoding/json does, since
-// protobuf strings must be valid UTF-8.
+// str reads a JSON string, to keep. Invalid UTF-8 becomes U+FFFD, as encoding/json
+// does, since protobuf strings must be valid UTF-8.
 func (sc *scanner) str() (string, error) {
-	if sc.peek() != '"' {
-		return "", sc.typeError("string")
+	v, err := sc.text()
+	if err != nil {
+		return "", err
 	}
+	return sc.strings.copy(v), nil
+}
+
+// text reads a JSON string and returns what it says: a slice of the body when the
+// string holds no escapes and is valid UTF-8, as nearly every string in a Plaid body
+// does, else a new slice. Either must be copied to be kept past the decode.
+func (sc *scanner) text() ([]byte, error) {
+	if sc.peek() != '"' {
+		return nil, sc.typeError("string")
+	}
+	return sc.quoted()
+}
+
+// quoted is text for a string whose opening quote is at sc.pos.
+func (sc *scanner) quoted() ([]byte, error) {
 	start := sc.pos + 1
+	i := skipPlainASCII(sc.s, start)
+	if i < len(sc.s) && sc.s[i] == '"' { // the common case: plain ASCII throughout
+		sc.pos = i + 1
+		return sc.s[start:i], nil
+	}
 	ascii := true
-	for i := start; i < len(sc.s); i++ {
+	for ; i < len(sc.s); i++ {
 		c := sc.s[i]
 		switch {
 		case c == '"':
 			sc.pos = i + 1
 			v := sc.s[start:i]
-			if !ascii && !utf8.ValidString(v) {
+			if !ascii && !utf8.Valid(v) {
 				// One U+FFFD per invalid byte, as unescape and encoding/json do;
-				// strings.ToValidUTF8 would fold a run of them into one.
+				// bytes.ToValidUTF8 would fold a run of them into one.
 				return sc.unescape(start)
 			}
 			return v, nil
@@ -160,71 +247,71 @@ func (sc *scanner) str() (string, error) {
 			return sc.unescape(start)
 		case c < 0x20:
 			sc.pos = i
-			return "", sc.syntaxError("control character in string")
+			return nil, sc.syntaxError("control character in string")
 		case c >= utf8.RuneSelf:
 			ascii = false
 		}
 	}
 	sc.pos = len(sc.s)
-	return "", sc.syntaxError("unexpected end of JSON input")
+	return nil, sc.syntaxError("unexpected end of JSON input")
 }
 
-// unescape is the slow path of str for strings that hold escapes.
-func (sc *scanner) unescape(start int) (string, error) {
-	var b strings.Builder
+// unescape is the slow path of text for strings that hold escapes or invalid UTF-8.
+func (sc *scanner) unescape(start int) ([]byte, error) {
+	b := make([]byte, 0, 32)
 	i := start
 	for i < len(sc.s) {
 		c := sc.s[i]
 		switch {
 		case c == '"':
 			sc.pos = i + 1
-			return b.String(), nil
+			return b, nil
 		case c < 0x20:
 			sc.pos = i
-			return "", sc.syntaxError("control character in string")
+			return nil, sc.syntaxError("control character in string")
 		case c == '\\':
 			if i+1 >= len(sc.s) {
 				sc.pos = i
-				return "", sc.syntaxError("unexpected end of JSON input")
+				return nil, sc.syntaxError("unexpected end of JSON input")
 			}
 			switch e := sc.s[i+1]; e {
 			case '"', '\\', '/':
-				b.WriteByte(e)
+				b = append(b, e)
 			case 'b':
-				b.WriteByte('\b')
+				b = append(b, '\b')
 			case 'f':
-				b.WriteByte('\f')
+				b = append(b, '\f')
 			case 'n':
-				b.WriteByte('\n')
+				b = append(b, '\n')
 			case 'r':
-				b.WriteByte('\r')
+				b = append(b, '\r')
 			case 't':
-				b.WriteByte('\t')
+				b = append(b, '\t')
 			case 'u':
 				r, n, ok := sc.hexRune(i)
 				if !ok {
 					sc.pos = i
-					return "", sc.syntaxError("invalid \\u escape")
+					return nil, sc.syntaxError("invalid \\u escape")
 				}
-				b.WriteRune(r)
+				b = utf8.AppendRune(b, r)
 				i += n
 				continue
 			default:
 				sc.pos = i
-				return "", sc.syntaxError("invalid escape " + strconv.Quote(sc.s[i:i+2]))
+				return nil, sc.syntaxError("invalid escape " + strconv.Quote(string(sc.s[i:i+2])))
 			}
 			i += 2
 		case c < utf8.RuneSelf:
-			b.WriteByte(c)
+			b = append(b, c)
 			i++
 		default:
-			r, n := utf8.DecodeRuneInString(sc.s[i:])
-			b.WriteRune(r) // RuneError for invalid bytes, as in str
+			r, n := utf8.DecodeRune(sc.s[i:])
+			b = utf8.AppendRune(b, r) // RuneError for invalid bytes, as in text
 			i += n
 		}
 	}
 	sc.pos = len(sc.s)
-	return "", sc.syntaxError("unexpected end of JSON input")
+	return nil, sc.syntaxError("unexpected end of JSON input")
 }
 
 // hexRune decodes the \uXXXX escape at i, joining a surrogate pair when one follows.
@@ -235,7 +322,7 @@ func (sc *scanner) hexRune(i int) (rune, int, bool) {
 		return 0, 0, false
 	}
 	if utf16.IsSurrogate(r1) {
-		if r2, ok := hex4(sc.s, i+8); ok && strings.HasPrefix(sc.s[i+6:], `\u`) {
+		if r2, ok := hex4(sc.s, i+8); ok && sc.s[i+6] == '\\' && sc.s[i+7] == 'u' {
 			if r := utf16.DecodeRune(r1, r2); r != utf8.RuneError {
 				return r, 12, true
 			}
@@ -245,12 +332,12 @@ func (sc *scanner) hexRune(i int) (rune, int, bool) {
 	return r1, 6, true
 }
 
-func hex4(s string, i int) (rune, bool) {
+func hex4(s []byte, i int) (rune, bool) {
 	if i+4 > len(s) {
 		return 0, false
 	}
 	var r rune
-	for _, c := range []byte(s[i : i+4]) {
+	for _, c := range s[i : i+4] {
 		switch {
 		case '0' <= c && c <= '9':
 			c -= '0'
@@ -266,46 +353,54 @@ func hex4(s string, i int) (rune, bool) {
 	return r, true
 }
 
-// number reads the text of a JSON number, checking its grammar.
-func (sc *scanner) number() (string, error) {
-	sc.skipSpace()
-	start, i := sc.pos, sc.pos
-	digits := func() int {
-		n := 0
-		for i < len(sc.s) && '0' <= sc.s[i] && sc.s[i] <= '9' {
-			i++
-			n++
-		}
-		return n
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// digits returns the index of the first byte at or after i that is not a digit.
+func (sc *scanner) digits(i int) int {
+	for i < len(sc.s) && isDigit(sc.s[i]) {
+		i++
 	}
+	return i
+}
+
+// number reads the text of a JSON number, checking its grammar.
+func (sc *scanner) number() ([]byte, error) {
+	sc.peek()
+	start, i := sc.pos, sc.pos
 	if i < len(sc.s) && sc.s[i] == '-' {
 		i++
 	}
 	if i < len(sc.s) && sc.s[i] == '0' {
 		i++
-	} else if digits() == 0 {
+	} else if j := sc.digits(i); j > i {
+		i = j
+	} else {
 		if i > start { // a '-' with no digits after it
 			sc.pos = i
-			return "", sc.syntaxError("invalid number")
+			return nil, sc.syntaxError("invalid number")
 		}
-		return "", sc.typeError("number")
+		return nil, sc.typeError("number")
 	}
 	if i < len(sc.s) && sc.s[i] == '.' {
 		i++
-		if digits() == 0 {
+		j := sc.digits(i)
+		if j == i {
 			sc.pos = i
-			return "", sc.syntaxError("invalid number")
+			return nil, sc.syntaxError("invalid number")
 		}
+		i = j
 	}
 	if i < len(sc.s) && (sc.s[i] == 'e' || sc.s[i] == 'E') {
 		i++
 		if i < len(sc.s) && (sc.s[i] == '+' || sc.s[i] == '-') {
 			i++
 		}
-		if digits() == 0 {
+		j := sc.digits(i)
+		if j == i {
 			sc.pos = i
-			return "", sc.syntaxError("invalid number")
+			return nil, sc.syntaxError("invalid number")
 		}
+		i = j
 	}
 	sc.pos = i
 	return sc.s[start:i], nil
@@ -314,18 +409,47 @@ func (sc *scanner) number() (string, error) {
 // int32 reads a JSON number that must be a whole number in int32's range. Forms such as
 // 2.0 or 2e0 are accepted, as protojson accepts them.
 func (sc *scanner) int32() (int32, error) {
+	// Counts are small integers: read up to nine digits, which cannot overflow, without
+	// strconv. Anything else (a leading zero before more digits, a fraction, an
+	// exponent, a long number) takes the general path.
+	sc.peek()
+	i := sc.pos
+	neg := i < len(sc.s) && sc.s[i] == '-'
+	if neg {
+		i++
+	}
+	start := i
+	var n int32
+	for i < len(sc.s) && i-start < 9 && isDigit(sc.s[i]) {
+		n = n*10 + int32(sc.s[i]-'0')
+		i++
+	}
+	if digits := i - start; digits > 0 && (digits == 1 || sc.s[start] != '0') &&
+		(i == len(sc.s) || !isNumberByte(sc.s[i])) {
+		sc.pos = i
+		if neg {
+			n = -n
+		}
+		return n, nil
+	}
+
 	text, err := sc.number()
 	if err != nil {
 		return 0, err
 	}
-	if n, err := strconv.ParseInt(text, 10, 32); err == nil {
+	if n, err := strconv.ParseInt(string(text), 10, 32); err == nil {
 		return int32(n), nil
 	}
-	f, err := strconv.ParseFloat(text, 64)
+	f, err := strconv.ParseFloat(string(text), 64)
 	if err != nil || f != math.Trunc(f) || f < math.MinInt32 || f > math.MaxInt32 {
-		return 0, errValue("a whole number in the 32-bit range, found " + text)
+		return 0, errValue("a whole number in the 32-bit range, found " + string(text))
 	}
 	return int32(f), nil
+}
+
+// isNumberByte reports whether c can continue a JSON number after its integer digits.
+func isNumberByte(c byte) bool {
+	return isDigit(c) || c == '.' || c == 'e' || c == 'E'
 }
 
 // typeError reports the kind of value found where want was expected. The end of the
@@ -350,11 +474,11 @@ func (sc *scanner) typeError(want string) error {
 		case 'f':
 			lit, kind = "false", "a boolean"
 		}
-		if !strings.HasPrefix(sc.s[sc.pos:], lit) {
+		if !sc.at(lit) {
 			return sc.syntaxError("invalid literal")
 		}
 		found = kind
-	case c == '-' || ('0' <= c && c <= '9'):
+	case c == '-' || isDigit(c):
 		found = "a number"
 	default:
 		return sc.syntaxError("invalid character " + strconv.QuoteRune(rune(c)))
@@ -365,7 +489,7 @@ func (sc *scanner) typeError(want string) error {
 // literal consumes one of true, false or null.
 func (sc *scanner) literal() (string, error) {
 	for _, lit := range [...]string{"true", "false", "null"} {
-		if strings.HasPrefix(sc.s[sc.pos:], lit) {
+		if sc.at(lit) {
 			sc.pos += len(lit)
 			return lit, nil
 		}
@@ -380,13 +504,32 @@ func (sc *scanner) skip(depth int) error {
 	}
 	switch c := sc.peek(); {
 	case c == '{':
-		return sc.object(func(string) error { return sc.skip(depth + 1) })
+		sc.pos++
+		obj := sc.members(nil)
+		for {
+			_, more, err := obj.next()
+			if err != nil || !more {
+				return err
+			}
+			if err := sc.skip(depth + 1); err != nil {
+				return err
+			}
+		}
 	case c == '[':
-		return sc.array(func(int) error { return sc.skip(depth + 1) })
+		sc.pos++
+		for first := true; ; first = false {
+			more, err := sc.element(first)
+			if err != nil || !more {
+				return err
+			}
+			if err := sc.skip(depth + 1); err != nil {
+				return err
+			}
+		}
 	case c == '"':
-		_, err := sc.str()
+		_, err := sc.text()
 		return err
-	case c == '-' || ('0' <= c && c <= '9'):
+	case c == '-' || isDigit(c):
 		_, err := sc.number()
 		return err
 	default:
