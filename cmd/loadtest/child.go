@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 
 	"creditsessions/internal/app"
 	"creditsessions/internal/emulator"
+	"creditsessions/internal/loopback"
 	"creditsessions/internal/plaid"
 	"creditsessions/internal/resilience"
 )
@@ -101,7 +100,7 @@ func runEmulator(ctx context.Context, getenv func(string) string, out *lineWrite
 
 func runService(ctx context.Context, getenv func(string) string, out *lineWriter, stderr io.Writer) error {
 	baseURL := getenv(plaidBaseURLEnv)
-	if err := requireLoopbackURL(baseURL); err != nil {
+	if err := loopback.CheckURL(baseURL); err != nil {
 		return fmt.Errorf("%s: %w", plaidBaseURLEnv, err)
 	}
 	a, err := app.New(app.Config{
@@ -243,30 +242,6 @@ func (lw *lineWriter) write(line childLine) error {
 	defer lw.mu.Unlock()
 	if _, err := lw.w.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("writing to the parent: %w", err)
-	}
-	return nil
-}
-
-// requireLoopbackURL accepts only http://IP:port on a loopback address.
-func requireLoopbackURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if u.Scheme != "http" {
-		return fmt.Errorf("%q: want an http:// URL on a loopback address", raw)
-	}
-	return requireLoopback(u.Host)
-}
-
-// requireLoopback accepts only a loopback ip:port, so that traffic stays on this host.
-func requireLoopback(hostPort string) error {
-	ap, err := netip.ParseAddrPort(hostPort)
-	if err != nil {
-		return fmt.Errorf("%q is not ip:port: %w", hostPort, err)
-	}
-	if !ap.Addr().IsLoopback() {
-		return fmt.Errorf("%s is not a loopback address", hostPort)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"creditsessions/internal/loopback"
 	"creditsessions/internal/plaid"
 )
 
@@ -121,7 +122,7 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 		return nil, err
 	}
 	defer emu.stop()
-	if err := requireLoopbackURL(emu.ready.URL); err != nil {
+	if err := loopback.CheckURL(emu.ready.URL); err != nil {
 		return nil, fmt.Errorf("the emulator child: %w", err)
 	}
 	svcEnv := []string{
@@ -144,7 +145,7 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 	}
 	defer svc.stop()
 	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP} {
-		if err := requireLoopback(addr); err != nil {
+		if err := loopback.CheckAddr(addr); err != nil {
 			return nil, fmt.Errorf("the service child: %w", err)
 		}
 	}

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"creditsessions/internal/app"
+	"creditsessions/internal/loopback"
 	"creditsessions/internal/plaid"
 )
 
@@ -72,7 +71,7 @@ func serviceMain() int {
 // clean stop it writes its exitLine.
 func runService(ctx context.Context, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	baseURL := getenv(serviceBaseURLEnv)
-	if err := requireLoopbackURL(baseURL); err != nil {
+	if err := loopback.CheckURL(baseURL); err != nil {
 		return fmt.Errorf("%s: %w", serviceBaseURLEnv, err)
 	}
 	a, err := app.New(app.Config{
@@ -116,30 +115,6 @@ func runService(ctx context.Context, getenv func(string) string, stdin io.Reader
 	}
 	_, err = fmt.Fprintf(stdout, "%s\n", line)
 	return err
-}
-
-// requireLoopbackURL accepts only http://127.0.0.1:port (or another loopback IP).
-func requireLoopbackURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if u.Scheme != "http" {
-		return fmt.Errorf("%q: want an http:// URL on a loopback address", raw)
-	}
-	return requireLoopback(u.Host)
-}
-
-// requireLoopback accepts only a loopback ip:port, so that traffic stays on this host.
-func requireLoopback(hostPort string) error {
-	ap, err := netip.ParseAddrPort(hostPort)
-	if err != nil {
-		return fmt.Errorf("%q is not ip:port: %w", hostPort, err)
-	}
-	if !ap.Addr().IsLoopback() {
-		return fmt.Errorf("%s is not a loopback address", hostPort)
-	}
-	return nil
 }
 
 // service is the running child.
@@ -209,7 +184,7 @@ func (s *service) parseReady(line []byte) error {
 	if s.PID != s.cmd.Process.Pid {
 		return fmt.Errorf("pid %d, but the child is %d", s.PID, s.cmd.Process.Pid)
 	}
-	return errors.Join(requireLoopback(s.GRPC), requireLoopback(s.HTTP), requireLoopback(s.Admin))
+	return errors.Join(loopback.CheckAddr(s.GRPC), loopback.CheckAddr(s.HTTP), loopback.CheckAddr(s.Admin))
 }
 
 // stopResult is how the service ended.
