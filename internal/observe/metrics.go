@@ -6,7 +6,6 @@ package observe
 import (
 	"context"
 	"errors"
-	"net"
 	"time"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
@@ -113,7 +112,6 @@ func (u instrumented) CreditSessionsGet(ctx context.Context, r plaid.Request) (*
 func classify(err error) (outcome, errorCode string) {
 	var pe *plaid.Error
 	var proto *plaid.ProtocolError
-	var netErr net.Error
 	switch {
 	case err == nil:
 		return "ok", ""
@@ -123,9 +121,7 @@ func classify(err error) (outcome, errorCode string) {
 		return "canceled", ""
 	case errors.As(err, &proto):
 		return "protocol_error", ""
-	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded):
-		return "transport_error", ""
-	default:
+	default: // connection failures and timeouts: the client returns nothing else
 		return "transport_error", ""
 	}
 }

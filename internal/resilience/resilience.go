@@ -144,7 +144,7 @@ type Guard struct {
 	mu    sync.Mutex
 	calls map[string]*sharedCall
 
-	calls_, coalesced, attempts, retries, budgetEmpty, overloaded, fastFailed atomic.Int64
+	callCount, coalesced, attempts, retries, budgetEmpty, overloaded, fastFailed atomic.Int64
 	// OnStateChange, if set before use, hears the breaker's transitions.
 	OnStateChange func(from, to gobreaker.State)
 }
@@ -187,7 +187,7 @@ func New(next Upstream, cfg Config) *Guard {
 // Stats returns the counts so far.
 func (g *Guard) Stats() Stats {
 	return Stats{
-		Calls: g.calls_.Load(), Coalesced: g.coalesced.Load(), Attempts: g.attempts.Load(),
+		Calls: g.callCount.Load(), Coalesced: g.coalesced.Load(), Attempts: g.attempts.Load(),
 		Retries: g.retries.Load(), RetryBudgetEmpty: g.budgetEmpty.Load(),
 		Overloaded: g.overloaded.Load(), FastFailed: g.fastFailed.Load(),
 	}
@@ -202,7 +202,7 @@ func (g *Guard) InFlight() int { return len(g.slots) }
 // CreditSessionsGet fetches a user's sessions through every layer. The caller's ctx
 // bounds its wait; an identical call in flight is joined rather than repeated.
 func (g *Guard) CreditSessionsGet(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
-	g.calls_.Add(1)
+	g.callCount.Add(1)
 	if g.cfg.DisableCoalescing {
 		deadline := func() time.Time { d, _ := ctx.Deadline(); return d }
 		if _, ok := ctx.Deadline(); !ok {
