@@ -12,7 +12,8 @@
 // types, missing fields, credentials, and last the user token, which selects the answer:
 // Fixtures lists the success users, ErrorToken names a token that provokes a given Plaid
 // error (Errors lists them), and user-sandbox-sessions-N answers with N generated
-// sessions for load tests.
+// sessions for load tests. Any of them followed by UserSeparator and an id is another
+// user with the same answer.
 //
 // An Emulator can also misbehave on purpose, so that a client's retries, deadlines and
 // circuit breakers meet real failures over a real socket: see Faults, Script and the

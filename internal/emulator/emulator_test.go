@@ -110,6 +110,10 @@ func TestRequestChecks(t *testing.T) {
 		{name: "sessions with plus sign", req: request{headers: defaultHeaders(), body: tokenBody("user-sandbox-sessions-+1")}, want: &badToken},
 		{name: "sessions not a number", req: request{headers: defaultHeaders(), body: tokenBody("user-sandbox-sessions-ten")}, want: &badToken},
 		{name: "sessions without a number", req: request{headers: defaultHeaders(), body: tokenBody("user-sandbox-sessions-")}, want: &badToken},
+		{name: "another user of a fixture", req: request{headers: defaultHeaders(), body: tokenBody("user-sandbox-example#42")}},
+		{name: "another user of an error token", req: request{headers: defaultHeaders(), body: tokenBody(ErrorToken("API_ERROR", "INTERNAL_SERVER_ERROR") + "#7")}, want: ptr(mustErrorFor(t, "API_ERROR", "INTERNAL_SERVER_ERROR"))},
+		{name: "another user of an unknown token", req: request{headers: defaultHeaders(), body: tokenBody("user-sandbox-nobody#1")}, want: &badToken},
+		{name: "the id alone", req: request{headers: defaultHeaders(), body: tokenBody("#1")}, want: &badToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -80,8 +80,15 @@ func newFixtureBody(raw []byte) (successBody, error) {
 	}, nil
 }
 
+// UserSeparator ends the part of a user token that selects the answer: what follows it
+// names one more user with the same answer, so that a load run can send every call for a
+// different user (user-sandbox-example#1, user-sandbox-example#2, ...), as real traffic
+// does, and no two calls can share an answer in flight.
+const UserSeparator = "#"
+
 // lookupToken returns the answer for a user token that passed every other check.
 func lookupToken(token string) (successBody, *ErrorSpec) {
+	token, _, _ = strings.Cut(token, UserSeparator)
 	if body, ok := fixtureBodies[token]; ok {
 		return body, nil
 	}

@@ -438,3 +438,16 @@ func TestEmptyObjectFixture(t *testing.T) {
 	assert.Equal(t, http.StatusOK, rec.Code)
 	assert.Equal(t, strconv.Itoa(rec.Body.Len()), rec.Header().Get("Content-Length"))
 }
+
+func TestAnotherUserGetsTheSameAnswer(t *testing.T) {
+	s := startServer(t, Config{})
+	c := newClient(t)
+	for _, token := range []string{"user-sandbox-example", generatedTokenPrefix + "3"} {
+		t.Run(token, func(t *testing.T) {
+			want := withoutRequestID(t, getSessions(t, c, s.URL, token))
+			for _, id := range []string{"1", "2", "a-longer-id", ""} {
+				assert.JSONEq(t, want, withoutRequestID(t, getSessions(t, c, s.URL, token+UserSeparator+id)), "user %q", id)
+			}
+		})
+	}
+}
