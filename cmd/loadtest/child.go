@@ -21,7 +21,6 @@ import (
 	"creditsessions/internal/emulator"
 	"creditsessions/internal/loopback"
 	"creditsessions/internal/plaid"
-	"creditsessions/internal/resilience"
 )
 
 // The children's environment. Credentials travel here, never in argv, where any user of
@@ -37,7 +36,6 @@ const (
 	plaidBaseURLEnv  = "PLAID_BASE_URL"
 	plaidClientIDEnv = "PLAID_CLIENT_ID"
 	plaidSecretEnv   = "PLAID_SECRET"
-	coalesceEnv      = "LOADTEST_COALESCE"   // "1": the service coalesces
 	cpuProfileEnv    = "LOADTEST_CPUPROFILE" // file the service writes its CPU profile to
 	memProfileEnv    = "LOADTEST_MEMPROFILE" // file the service writes its heap profile to
 )
@@ -111,7 +109,6 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 			BaseURL:     baseURL,
 			Credentials: plaid.Credentials{ClientID: getenv(plaidClientIDEnv), Secret: getenv(plaidSecretEnv)},
 		},
-		Resilience:    resilience.Config{DisableCoalescing: getenv(coalesceEnv) != "1"},
 		ShutdownGrace: 5 * time.Second,
 		Logger:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})

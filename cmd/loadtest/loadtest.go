@@ -130,9 +130,6 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 		plaidClientIDEnv + "=" + creds.ClientID,
 		plaidSecretEnv + "=" + creds.Secret,
 	}
-	if cfg.Coalesce {
-		svcEnv = append(svcEnv, coalesceEnv+"=1")
-	}
 	if cfg.CPUProfile != "" {
 		svcEnv = append(svcEnv, cpuProfileEnv+"="+cfg.CPUProfile)
 	}
@@ -214,7 +211,7 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 			fmt.Fprintf(stderr, "%s: %s, concurrency %d: warm-up %v, then %v measured\n",
 				w.Name(), t.name, w.Concurrency, cfg.Warmup, w.Duration)
 			if cfg.Warmup > 0 {
-				if warm := drive(ctx, t.target, w.Token, w.Concurrency, cfg.Warmup); ctx.Err() != nil {
+				if warm := drive(ctx, t.target, w.Token, w.SameUser, w.Concurrency, cfg.Warmup); ctx.Err() != nil {
 					return ctx.Err()
 				} else if warm.Errors > 0 {
 					return fmt.Errorf("%s: %s: %d errors during warm-up, such as %s", w.Name(), t.name, warm.Errors, warm.ErrorKind[0])
@@ -256,7 +253,7 @@ func measureWindow(ctx context.Context, w window, name string, t target, emuPID,
 	machineBefore, err5 := machineCPUTime()
 	selfBefore := selfCPUTime()
 
-	res.load = drive(ctx, t, w.Token, w.Concurrency, w.Duration)
+	res.load = drive(ctx, t, w.Token, w.SameUser, w.Concurrency, w.Duration)
 
 	selfAfter := selfCPUTime()
 	emuAfter, err3 := cpuTime(emuPID)

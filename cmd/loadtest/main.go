@@ -14,9 +14,10 @@
 // The emulator and the service each run in a child process (this binary, re-executed
 // with LOADTEST_ROLE set), so that each process's CPU time is its own; the load generator
 // is this process. Everything listens on 127.0.0.1. Credentials reach the children in
-// their environment, never in argv. The service runs with coalescing off (see -coalesce):
-// every measurement sends the same user token, and folding identical calls in flight
-// into one Plaid request would flatter the service.
+// their environment, never in argv. The service runs as shipped, coalescing included, and
+// every call is for a different user (the emulator's fixture user with "#N" appended), as
+// the performance targets ask: no call may share another's Plaid request. -same-user sends
+// them all for one user instead, which lets coalescing flatter the service.
 //
 // CPU time comes from /proc/PID/stat (utime+stime, in clock ticks of USER_HZ, taken as
 // 100), read before and after each measured window; peak memory is VmHWM from
@@ -60,7 +61,7 @@ type config struct {
 	Warmup           time.Duration // load before each measured window, not measured
 	Concurrency      int           // small scenario throughput window
 	LargeConcurrency int           // large scenario
-	Coalesce         bool          // the service coalesces identical calls in flight
+	SameUser         bool          // every call for one user, so that the service coalesces them
 
 	CPUProfile    string // service CPU profile of the measured windows of ProfileTarget
 	MemProfile    string // service heap profile at the end of those windows
@@ -108,7 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured load before each measured window")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "calls in flight, small scenario throughput window")
 	fs.IntVar(&cfg.LargeConcurrency, "large-concurrency", cfg.LargeConcurrency, "calls in flight, large scenario")
-	fs.BoolVar(&cfg.Coalesce, "coalesce", cfg.Coalesce, "let the service coalesce identical calls in flight (flatters it: every call here is for the same user)")
+	fs.BoolVar(&cfg.SameUser, "same-user", cfg.SameUser, "send every call for the same user, so that the service coalesces calls in flight (flatters it)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile-service", "", "write the service's CPU profile of each measured window of -profile-target to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile-service", "", "write the service's heap profile at the end of each measured window of -profile-target to `file` (and one at its start to file.base)")
 	fs.StringVar(&cfg.ProfileTarget, "profile-target", cfg.ProfileTarget, "target whose windows are profiled: grpc or rest")
@@ -151,6 +152,9 @@ func (c config) windows() []window {
 	if c.Scenario == "large" || c.Scenario == "all" {
 		ws = append(ws, window{Scenario: "large", Kind: "throughput", Token: largeToken, Concurrency: c.LargeConcurrency, Duration: c.LargeDuration})
 	}
+	for i := range ws {
+		ws[i].SameUser = c.SameUser
+	}
 	return ws
 }
 
@@ -167,7 +171,8 @@ const (
 type window struct {
 	Scenario    string // small or large
 	Kind        string // latency (concurrency 1) or throughput
-	Token       string
+	Token       string // the fixture user; each call's user is token#N unless SameUser
+	SameUser    bool
 	Concurrency int
 	Duration    time.Duration
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"creditsessions/internal/emulator"
 )
 
 // userHZ is the unit of utime and stime in /proc/PID/stat. It is fixed at 100 on every
@@ -32,8 +34,9 @@ type load struct {
 const maxErrorKinds = 5
 
 // drive runs concurrency workers calling t until d has passed, then waits for the calls
-// in flight. Every call counts, including those that end after d.
-func drive(ctx context.Context, t target, token string, concurrency int, d time.Duration) load {
+// in flight. Every call counts, including those that end after d. Each call is for a
+// user of its own (token#worker.call), unless sameUser.
+func drive(ctx context.Context, t target, token string, sameUser bool, concurrency int, d time.Duration) load {
 	var stop atomic.Bool
 	timer := time.AfterFunc(d, func() { stop.Store(true) })
 	defer timer.Stop()
@@ -50,9 +53,15 @@ func drive(ctx context.Context, t target, token string, concurrency int, d time.
 	for w := range concurrency {
 		wg.Go(func() {
 			lat := make([]time.Duration, 0, 4096)
-			for !stop.Load() && ctx.Err() == nil {
+			user := []byte(token + emulator.UserSeparator + strconv.Itoa(w) + ".")
+			prefix := len(user)
+			for i := 0; !stop.Load() && ctx.Err() == nil; i++ {
+				user := strconv.AppendInt(user[:prefix], int64(i), 10)
+				if sameUser {
+					user = user[:len(token)]
+				}
 				t0 := time.Now()
-				err := t.call(ctx, token)
+				err := t.call(ctx, string(user))
 				elapsed := time.Since(t0)
 				if err == nil {
 					lat = append(lat, elapsed)

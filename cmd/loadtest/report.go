@@ -60,9 +60,9 @@ func (r *report) print(w io.Writer) {
 }
 
 func (r *report) preamble() []string {
-	coalescing := "OFF: every call here is for the same user, and folding identical calls in flight into one Plaid request would flatter the service"
-	if r.Config.Coalesce {
-		coalescing = "ON (-coalesce): identical calls in flight share one Plaid request, which flatters the service here"
+	users := "every call for a different user (token#N), so that none shares another's Plaid request; the service runs as shipped, coalescing on"
+	if r.Config.SameUser {
+		users = "every call for the same user (-same-user): the service's coalescing shares Plaid requests among calls in flight, which flatters it"
 	}
 	peak := "VmHWM, reset before each window through /proc/PID/clear_refs"
 	for _, res := range r.Results {
@@ -75,7 +75,7 @@ func (r *report) preamble() []string {
 		fmt.Sprintf("Machine: %s %s/%s, %d CPUs, %s.", runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
 		"Processes: emulator (Plaid's side), service, and this load generator, each its own process on loopback.",
 		fmt.Sprintf("Each target measured alone, in turn, after %v of warm-up at the window's concurrency.", r.Config.Warmup),
-		"Service coalescing: " + coalescing + ".",
+		"Users: " + users + ".",
 		"CPU per call: utime+stime from /proc/PID/stat over the window, USER_HZ taken as 100 (10ms resolution), divided by the window's calls.",
 		"CPU ours: the three processes' CPU time over the window, as a share of all CPUs; CPU others: the rest of the machine's busy time (/proc/stat), kernel threads and other programs. High others means the figures are disturbed.",
 		"Peak RSS: " + peak + ".",
