@@ -144,6 +144,10 @@ func setRequestID(ctx context.Context, id string) {
 	}
 }
 
+// StreamWorkers is the number of goroutines the gRPC server keeps for running calls: as
+// many as the upstream calls the service allows in flight by default.
+const StreamWorkers = 64
+
 // Options configure NewGRPCServer.
 type Options struct {
 	// Logger receives one line per call; nil means slog.Default().
@@ -178,8 +182,15 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 		logger = slog.Default()
 	}
 	chain := append([]grpc.UnaryServerInterceptor{recoverPanics(logger), logCalls(logger)}, opts.Interceptors...)
+	serverOptions := append([]grpc.ServerOption{
+		// Calls run on long-lived goroutines whose stacks have already grown to what a
+		// call needs, instead of a fresh goroutine per call growing its stack by copying
+		// (about a tenth of a small call's CPU in a profile). When every worker is busy,
+		// grpc-go starts a goroutine as it would without them.
+		grpc.NumStreamWorkers(StreamWorkers),
+	}, opts.ServerOptions...)
 	g := &GRPC{
-		Server:      grpc.NewServer(append(opts.ServerOptions, grpc.ChainUnaryInterceptor(chain...))...),
+		Server:      grpc.NewServer(append(serverOptions, grpc.ChainUnaryInterceptor(chain...))...),
 		Health:      health.NewServer(),
 		Interceptor: ChainUnary(chain...),
 		svc:         svc,
