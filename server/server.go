@@ -140,7 +140,9 @@ func first(values []string) string {
 // means the call ended already; the id is in the body or the error details anyway.
 func setRequestID(ctx context.Context, id string) {
 	if id != "" {
-		_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
+		// A literal, not metadata.Pairs: the key is lower case already, and this runs
+		// on every call.
+		_ = grpc.SetHeader(ctx, metadata.MD{RequestIDHeader: {id}})
 	}
 }
 

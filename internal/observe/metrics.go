@@ -110,11 +110,12 @@ func (u instrumented) CreditSessionsGet(ctx context.Context, r plaid.Request) (*
 }
 
 func classify(err error) (outcome, errorCode string) {
+	if err == nil {
+		return "ok", "" // before the targets of errors.As, which escape
+	}
 	var pe *plaid.Error
 	var proto *plaid.ProtocolError
 	switch {
-	case err == nil:
-		return "ok", ""
 	case errors.As(err, &pe):
 		return "plaid_error", pe.ErrorCode
 	case errors.Is(err, context.Canceled):
