@@ -85,6 +85,11 @@ type Config struct {
 	MaxResponseBytes int64
 	// UserAgent is sent as User-Agent; empty means "creditsessions".
 	UserAgent string
+	// Admit, if set, is called with the size of each response body before the body is
+	// read (after it, when the size is not announced), with the call's context; it may
+	// wait. Its error ends the call. The service bounds the memory of large answers in
+	// flight with it (see package membudget).
+	Admit func(ctx context.Context, bodyBytes int64) error `json:"-"`
 }
 
 // Client calls Plaid. It is safe for concurrent use.
@@ -94,6 +99,7 @@ type Client struct {
 	http      *http.Client
 	maxBody   int64
 	userAgent string
+	admit     func(context.Context, int64) error
 }
 
 // String describes the client without its secret. Without it, fmt would print the
@@ -123,6 +129,7 @@ func NewClient(cfg Config) (*Client, error) {
 		http:      &noRedirects,
 		maxBody:   cfg.MaxResponseBytes,
 		userAgent: cfg.UserAgent,
+		admit:     cfg.Admit,
 	}
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxResponseBytes
@@ -196,10 +203,20 @@ func (c *Client) CreditSessionsGet(ctx context.Context, r Request) (*creditv1.Cr
 	}
 	defer resp.Body.Close()
 
+	if c.admit != nil && resp.ContentLength >= 0 {
+		if err := c.admit(ctx, resp.ContentLength); err != nil {
+			return nil, fmt.Errorf("plaid: credit sessions get: waiting to read the response: %w", err)
+		}
+	}
 	buf := getBuffer()
 	defer putBuffer(buf)
 	if err := readBody(buf, resp, c.maxBody); err != nil {
 		return nil, err
+	}
+	if c.admit != nil && resp.ContentLength < 0 {
+		if err := c.admit(ctx, int64(buf.Len())); err != nil {
+			return nil, fmt.Errorf("plaid: credit sessions get: waiting to decode the response: %w", err)
+		}
 	}
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
@@ -224,7 +241,10 @@ func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
 		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("a body of %d bytes, over the %d-byte limit", resp.ContentLength, max), Err: ErrTooLarge}
 	}
 	if resp.ContentLength > 0 {
-		buf.Grow(int(resp.ContentLength))
+		// ReadFrom wants MinRead bytes free before each read, the one that finds the
+		// end included: without them, a buffer sized to the body would be copied into
+		// one twice as large to read nothing.
+		buf.Grow(int(resp.ContentLength) + bytes.MinRead)
 	}
 	n, err := buf.ReadFrom(io.LimitReader(resp.Body, max+1))
 	if err != nil {

@@ -412,3 +412,46 @@ func TestParseBaseURL(t *testing.T) {
 		})
 	}
 }
+
+// Admit hears each body's size before the body is read, or after it when the size is not
+// announced, and its error ends the call.
+func TestCreditSessionsGetAdmitsBodies(t *testing.T) {
+	emu := startEmulator(t, emulator.Config{})
+	var sizes []int64
+	admitErr := error(nil)
+	admit := func(ctx context.Context, n int64) error {
+		require.NoError(t, ctx.Err())
+		sizes = append(sizes, n)
+		return admitErr
+	}
+	c, err := plaid.NewClient(plaid.Config{BaseURL: emu.URL, Credentials: plaid.Credentials{
+		ClientID: emu.Emulator.ClientID(), Secret: emu.Emulator.Secret()}, Admit: admit})
+	require.NoError(t, err)
+
+	resp, err := c.CreditSessionsGet(t.Context(), plaid.Request{UserToken: "user-sandbox-sessions-1000"})
+	require.NoError(t, err)
+	require.Len(t, resp.GetSessions(), 1000)
+	require.Len(t, sizes, 1)
+	assert.Greater(t, sizes[0], int64(200_000), "the announced size of a 1,000-session body")
+
+	errFull := errors.New("the budget is spent")
+	admitErr = errFull
+	_, err = c.CreditSessionsGet(t.Context(), plaid.Request{UserToken: "user-sandbox-example"})
+	require.ErrorIs(t, err, errFull)
+	assert.Len(t, sizes, 2)
+
+	// A chunked body announces no size: Admit hears the size read.
+	admitErr = nil
+	chunked := serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"request_id":"r1",`)
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, `"sessions":[]}`)
+	}))
+	c, err = plaid.NewClient(plaid.Config{BaseURL: chunked, Credentials: testCredentials, Admit: admit})
+	require.NoError(t, err)
+	_, err = c.CreditSessionsGet(t.Context(), plaid.Request{UserToken: testUserToken})
+	require.NoError(t, err)
+	require.Len(t, sizes, 3)
+	assert.EqualValues(t, len(`{"request_id":"r1","sessions":[]}`), sizes[2])
+}
