@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"creditsessions/internal/membudget"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -71,5 +73,15 @@ func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		logger.LogAttrs(ctx, level, "call", attrs...)
 		return resp, err
+	}
+}
+
+// HoldMemory gives every call a hold on b for as long as it runs, under which the Plaid
+// client reserves a large answer's bytes before reading them (see package membudget).
+func HoldMemory(b *membudget.Budget) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, end := b.Hold(ctx)
+		defer end()
+		return handler(ctx, req)
 	}
 }

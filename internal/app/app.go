@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"creditsessions/internal/emulator"
+	"creditsessions/internal/membudget"
 	"creditsessions/internal/mirror"
 	"creditsessions/internal/observe"
 	"creditsessions/internal/plaid"
@@ -45,6 +46,11 @@ type Config struct {
 	// MaxResponseBytes bounds a response body from Plaid; 0 means
 	// plaid.DefaultMaxResponseBytes.
 	MaxResponseBytes int64
+	// AnswerMemory bounds the bytes of large Plaid answers (LargeAnswerBytes or more)
+	// that calls in flight hold at once; calls past it wait for their turn before reading
+	// their answers. 0 means DefaultAnswerMemory; it is raised to MaxResponseBytes if
+	// smaller, so that any answer can pass.
+	AnswerMemory int64
 	// ShutdownDrain is how long the service keeps serving after health turns
 	// NOT_SERVING, so that load balancers stop sending before listeners close; default 0.
 	ShutdownDrain time.Duration
@@ -56,6 +62,14 @@ type Config struct {
 	// Interceptors run on every call, gRPC and REST, after the service's own.
 	Interceptors []grpc.UnaryServerInterceptor
 }
+
+// DefaultAnswerMemory lets about five 10,000-session answers be decoded and encoded at
+// once: enough to keep a few cores busy, while twenty in flight stay within 150 MB.
+const DefaultAnswerMemory = 16 << 20
+
+// LargeAnswerBytes is the body size from which an answer counts against AnswerMemory:
+// about 800 sessions. Smaller answers never wait.
+const LargeAnswerBytes = 256 << 10
 
 // PlaidConfig locates the upstream Plaid API.
 type PlaidConfig struct {
@@ -153,9 +167,16 @@ func New(cfg Config) (_ *App, err error) {
 		httpClient.Transport = otelhttp.NewTransport(httpClient.Transport,
 			otelhttp.WithTracerProvider(cfg.Tracing.Provider), otelhttp.WithPropagators(cfg.Tracing.Propagator))
 	}
+	answerMemory := cfg.AnswerMemory
+	if answerMemory <= 0 {
+		answerMemory = DefaultAnswerMemory
+	}
+	answerMemory = max(answerMemory, cfg.MaxResponseBytes)
+	budget := membudget.New(answerMemory, LargeAnswerBytes)
 	client, err := plaid.NewClient(plaid.Config{
 		BaseURL: upstream.BaseURL, Credentials: upstream.Credentials,
 		HTTPClient: httpClient, MaxResponseBytes: cfg.MaxResponseBytes,
+		Admit: membudget.Reserve,
 	})
 	if err != nil {
 		return nil, err
@@ -167,6 +188,7 @@ func New(cfg Config) (_ *App, err error) {
 		a.logger.Warn("circuit breaker to Plaid changed state", "from", from.String(), "to", to.String())
 	}
 	a.metrics.ObserveGuard(a.guard)
+	a.metrics.ObserveAnswerMemory(budget)
 	svc, err := server.New(a.guard, cfg.Plaid.CredentialsMode)
 	if err != nil {
 		return nil, err
@@ -177,8 +199,10 @@ func New(cfg Config) (_ *App, err error) {
 			otelgrpc.WithTracerProvider(cfg.Tracing.Provider), otelgrpc.WithPropagators(cfg.Tracing.Propagator))))
 	}
 	a.grpc = server.NewGRPCServer(svc, server.Options{
-		Logger:        a.logger,
-		Interceptors:  append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor()}, cfg.Interceptors...),
+		Logger: a.logger,
+		Interceptors: append([]grpc.UnaryServerInterceptor{
+			a.metrics.UnaryServerInterceptor(), server.HoldMemory(budget),
+		}, cfg.Interceptors...),
 		ServerOptions: serverOptions,
 	})
 	a.metrics.GRPC.InitializeMetrics(a.grpc.Server)

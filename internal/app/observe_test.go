@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
 	"creditsessions/internal/app"
@@ -23,7 +24,9 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 func (s *service) admin(t *testing.T, path string) (int, string) {
@@ -208,4 +211,49 @@ func TestLogsNeverHoldSecretsOrTokens(t *testing.T) {
 	assert.Contains(t, logs, `"caller":"127.0.0.1"`)
 	assert.Contains(t, logs, `"plaid_client_id":"`+id+`"`)
 	assert.Regexp(t, `"code":"OK","latency":\d+,"plaid_request_id":"\w+"`, logs)
+}
+
+// Large answers wait for memory that other calls' large answers hold; small ones never do.
+func TestLargeAnswersWaitTheirTurn(t *testing.T) {
+	s := start(t, app.Config{MaxResponseBytes: 1 << 20, AnswerMemory: 1 << 20})
+	const large = "user-sandbox-sessions-2000" // about 840 KB: two do not fit in 1 MiB
+	ctx := context.Background()
+
+	// The first large answer stalls halfway through its body, holding its share.
+	s.app.Emulator().Script(emulator.Fault{Kind: emulator.FaultStall})
+	stalled, cancelStalled := context.WithCancel(ctx)
+	firstDone := make(chan error, 1)
+	go func() {
+		_, err := s.grpc.CreditSessionsGet(stalled, &creditv1.CreditSessionsGetRequest{UserToken: large + "#1"})
+		firstDone <- err
+	}()
+	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_bytes"][""] > 0 },
+		10*time.Second, 5*time.Millisecond, "the stalled call reserved its answer")
+
+	small, err := s.grpc.CreditSessionsGet(ctx, &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example"})
+	require.NoError(t, err, "a small answer does not wait")
+	assert.Len(t, small.GetSessions(), 2)
+
+	// A second large answer, for another user (the same user's call would join the first),
+	// waits, and stops waiting when its caller leaves.
+	waiting, cancelWaiting := context.WithCancel(ctx)
+	secondDone := make(chan error, 1)
+	go func() {
+		_, err := s.grpc.CreditSessionsGet(waiting, &creditv1.CreditSessionsGetRequest{UserToken: large + "#2"})
+		secondDone <- err
+	}()
+	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_waits_total"][""] == 1 },
+		10*time.Second, 5*time.Millisecond, "the second large answer waits")
+	cancelWaiting()
+	assert.Equal(t, codes.Canceled, status.Code(<-secondDone))
+
+	cancelStalled()
+	err = <-firstDone
+	assert.Equal(t, codes.Canceled, status.Code(err), "%v", err)
+	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_bytes"][""] == 0 },
+		10*time.Second, 5*time.Millisecond, "the calls gave their memory back")
+	resp, body := s.post(t, "/credit/sessions/get", `{"user_token":"`+large+`"}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), `"sessions":[`)
+	assert.Equal(t, float64(1<<20), s.scrape(t)["creditsessions_answer_memory_limit_bytes"][""])
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/internal/membudget"
 	"creditsessions/internal/plaid"
 	"creditsessions/internal/resilience"
 
@@ -84,6 +85,25 @@ func (m *Metrics) ObserveGuard(g *resilience.Guard) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "creditsessions_circuit_breaker_state", Help: "The circuit to Plaid: 0 closed, 1 half-open, 2 open.",
 		}, func() float64 { return float64(g.BreakerState()) }),
+	)
+}
+
+// ObserveAnswerMemory exports the bytes that large answers in flight hold, and how often
+// a call waited for its turn.
+func (m *Metrics) ObserveAnswerMemory(b *membudget.Budget) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "creditsessions_answer_memory_bytes",
+			Help: "Bytes of large Plaid answers that calls in flight hold, out of creditsessions_answer_memory_limit_bytes.",
+		}, func() float64 { return float64(b.InUse()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "creditsessions_answer_memory_limit_bytes",
+			Help: "Bytes of large Plaid answers that calls in flight may hold at once.",
+		}, func() float64 { return float64(b.Size()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "creditsessions_answer_memory_waits_total",
+			Help: "Calls that waited for other calls' large answers to go before reading their own.",
+		}, func() float64 { return float64(b.Waits()) }),
 	)
 }
 
