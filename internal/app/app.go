@@ -206,7 +206,7 @@ func New(cfg Config) (_ *App, err error) {
 		ServerOptions: serverOptions,
 	})
 	a.metrics.GRPC.InitializeMetrics(a.grpc.Server)
-	rest, err := mirror.New(a.grpc.Service(), mirror.Options{Interceptor: a.grpc.Interceptor})
+	rest, err := mirror.New(a.grpc.Service(), mirror.Options{Interceptor: a.grpc.Interceptor, AnswerMemory: budget})
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,8 @@
 //
 // A call takes a Hold when it starts; the Plaid client Reserves each large body's size
 // under it once the size is known and before reading it; the hold gives everything back
-// when the call ends. Bodies under the threshold pass free, so small calls never wait
+// when the call ends: for REST, once the answer is written, since the mirror holds the
+// answer's message and its encoding until then. Bodies under the threshold pass free, so small calls never wait
 // and cost one context lookup.
 package membudget
 
@@ -56,8 +57,12 @@ type hold struct {
 
 // Hold returns ctx carrying a hold on b, and the function that ends it, giving back
 // every byte reserved under ctx. End must be called once the call no longer holds its
-// answers.
+// answers. When ctx carries a hold on b already, that one stays in charge and end does
+// nothing: the outermost hold, the one that lasts longest, counts.
 func (b *Budget) Hold(ctx context.Context) (_ context.Context, end func()) {
+	if h, _ := ctx.Value(holdKey{}).(*hold); h != nil && h.b == b {
+		return ctx, func() {}
+	}
 	h := &hold{b: b}
 	return context.WithValue(ctx, holdKey{}, h), h.end
 }

@@ -63,3 +63,23 @@ func TestAReservationAfterTheHoldEndedIsGivenBack(t *testing.T) {
 	defer endOther()
 	require.NoError(t, Reserve(other, 100))
 }
+
+func TestTheOutermostHoldCounts(t *testing.T) {
+	b := New(100, 10)
+	outer, endOuter := b.Hold(context.Background())
+	inner, endInner := b.Hold(outer)
+	require.NoError(t, Reserve(inner, 50))
+	endInner()
+	assert.EqualValues(t, 50, b.InUse(), "the inner hold ended, the outer one holds on")
+	endOuter()
+	assert.Zero(t, b.InUse())
+
+	// A hold on another budget is another matter.
+	other := New(100, 10)
+	ctx, endOther := other.Hold(outer)
+	require.NoError(t, Reserve(ctx, 30))
+	assert.EqualValues(t, 30, other.InUse())
+	assert.Zero(t, b.InUse())
+	endOther()
+	assert.Zero(t, other.InUse())
+}

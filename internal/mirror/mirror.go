@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/internal/membudget"
 	"creditsessions/server"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -34,6 +35,10 @@ type Options struct {
 	Interceptor grpc.UnaryServerInterceptor
 	// MaxRequestBytes bounds a request body; 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int64
+	// AnswerMemory, if set, is held by every call until its answer is written: the
+	// mirror holds the answer's message and its JSON until then, after the handler has
+	// returned.
+	AnswerMemory *membudget.Budget
 }
 
 // New returns the HTTP handler of the mirror: `POST /credit/sessions/get` and the
@@ -58,7 +63,7 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handler{gateway: gw, openAPI: doc, maxBody: opts.MaxRequestBytes}, nil
+	return &handler{gateway: gw, openAPI: doc, maxBody: opts.MaxRequestBytes, memory: opts.AnswerMemory}, nil
 }
 
 // handler is the mirror's front door. It does what Plaid does before a request reaches
@@ -69,6 +74,7 @@ type handler struct {
 	gateway *runtime.ServeMux
 	openAPI []byte
 	maxBody int64
+	memory  *membudget.Budget
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -97,6 +103,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.badContentType(w)
 			return
 		}
+	}
+	if h.memory != nil {
+		ctx, end := h.memory.Hold(r.Context())
+		defer end()
+		r = r.WithContext(ctx)
 	}
 	h.gateway.ServeHTTP(w, r)
 }
