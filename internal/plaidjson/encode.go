@@ -2,6 +2,7 @@ package plaidjson
 
 import (
 	"errors"
+	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -29,6 +30,19 @@ func AppendResponse(dst []byte, m *creditv1.CreditSessionsGetResponse) ([]byte, 
 // takes, identifiers as long as Plaid's included.
 const sessionSizeEstimate = 448
 
+// WriteResponse writes m to w as AppendResponse encodes it, a chunk of at least
+// chunkSize bytes at a time, with buf as the chunk's scratch
+// space; it returns the buffer, grown as needed, for reuse. A large answer thus never
+// exists whole in memory. An error from w or from encoding stops it; written says how
+// many bytes reached w before, so that a caller can tell a clean failure (none) from an
+// answer cut short.
+func WriteResponse(w io.Writer, m *creditv1.CreditSessionsGetResponse, buf []byte, chunkSize int) (_ []byte, written int64, err error) {
+	e := encoder{b: buf[:0], w: w, chunk: chunkSize}
+	e.response(m)
+	e.flush()
+	return e.b[:0], e.written, e.err
+}
+
 // AppendRequest appends m to dst as the JSON body Plaid expects.
 func AppendRequest(dst []byte, m *creditv1.CreditSessionsGetRequest) []byte {
 	e := encoder{b: dst}
@@ -44,6 +58,22 @@ type encoder struct {
 	b     []byte
 	comma bool // whether the object being written has a member already
 	err   error
+
+	// For WriteResponse: b goes to w whenever it holds chunk bytes, between sessions.
+	w       io.Writer
+	chunk   int
+	written int64
+}
+
+// flush writes what b holds to w, if there is a w and nothing failed.
+func (e *encoder) flush() {
+	if e.w == nil || e.err != nil || len(e.b) == 0 {
+		return
+	}
+	n, err := e.w.Write(e.b)
+	e.written += int64(n)
+	e.fail(err)
+	e.b = e.b[:0]
 }
 
 // key writes the key of a member the schema names. Those keys are plain ASCII, with
@@ -133,7 +163,12 @@ func (e *encoder) response(m *creditv1.CreditSessionsGetResponse) {
 		e.key("sessions")
 		e.b = append(e.b, "[]"...)
 	}
-	elems(e, "sessions", m.GetSessions(), e.session)
+	elems(e, "sessions", m.GetSessions(), func(s *creditv1.CreditSession) {
+		e.session(s)
+		if e.w != nil && len(e.b) >= e.chunk {
+			e.flush()
+		}
+	})
 	if extra := m.GetAdditionalProperties(); len(extra) > 0 {
 		keys := make([]string, 0, len(extra))
 		for k := range extra {
