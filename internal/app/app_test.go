@@ -169,7 +169,8 @@ func prune(t *testing.T, v any, desc protoreflect.MessageDescriptor) any {
 
 func TestRESTMirrorReturnsWhatUpstreamSent(t *testing.T) {
 	s := start(t, app.Config{})
-	tokens := []string{"user-sandbox-sessions-0", "user-sandbox-sessions-250"}
+	// Answers of 128 sessions or more are written as they are encoded, in chunks.
+	tokens := []string{"user-sandbox-sessions-0", "user-sandbox-sessions-250", "user-sandbox-sessions-5000"}
 	for _, f := range emulator.Fixtures() {
 		tokens = append(tokens, f.Token)
 	}
@@ -184,6 +185,7 @@ func TestRESTMirrorReturnsWhatUpstreamSent(t *testing.T) {
 			var body map[string]any
 			require.NoError(t, json.Unmarshal(got, &body))
 			assert.NotEmpty(t, body["request_id"], "request_id passes through")
+			assert.NotEmpty(t, resp.Header.Get("Plaid-Request-Id"))
 		})
 	}
 }

@@ -1,13 +1,17 @@
 package mirror
 
 import (
+	"context"
 	"io"
+	"net/http"
+	"sync"
 
 	creditv1 "creditsessions/gen/plaid/credit/v1"
 	"creditsessions/internal/plaidjson"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // plaidMarshaler reads and writes the service's messages as Plaid's JSON (see
@@ -22,8 +26,11 @@ var fallback = &runtime.JSONPb{
 func (plaidMarshaler) ContentType(any) string { return "application/json; charset=utf-8" }
 
 func (plaidMarshaler) Marshal(v any) ([]byte, error) {
-	if m, ok := v.(*creditv1.CreditSessionsGetResponse); ok {
+	switch m := v.(type) {
+	case *creditv1.CreditSessionsGetResponse:
 		return plaidjson.AppendResponse(make([]byte, 0, 512), m)
+	case streamed:
+		return nil, nil // written already, by streamLargeAnswer
 	}
 	return fallback.Marshal(v)
 }
@@ -95,4 +102,60 @@ func (b *requestBody) startsWithObject() bool {
 			return false
 		}
 	}
+}
+
+// A large answer is written as it is encoded, 32 KiB at a time, rather than encoded whole
+// and then written: a 10,000-session answer is about 3 MB of JSON, which would otherwise
+// be held, beside the message, for as long as the client takes to read it. Small answers
+// are encoded whole, which costs less than writing them piecemeal.
+const (
+	streamFromSessions = 128 // about 50 KiB of JSON
+	streamChunk        = 32 << 10
+)
+
+// answerKey holds the *answer of a call that came through the mirror's front handler.
+type answerKey struct{}
+
+type answer struct{ streamed bool }
+
+// streamed stands for an answer written already; the marshaler writes nothing for it.
+type streamed struct{}
+
+var chunkBuffers = sync.Pool{New: func() any { b := make([]byte, 0, streamChunk+8<<10); return &b }}
+
+// streamLargeAnswer is a forward-response option: it runs after the answer's headers are
+// set and before the gateway marshals the answer. It writes a large answer itself.
+func streamLargeAnswer(ctx context.Context, w http.ResponseWriter, msg proto.Message) error {
+	m, ok := msg.(*creditv1.CreditSessionsGetResponse)
+	a, _ := ctx.Value(answerKey{}).(*answer)
+	if !ok || a == nil || len(m.GetSessions()) < streamFromSessions {
+		return nil
+	}
+	buf := chunkBuffers.Get().(*[]byte)
+	var written int64
+	var err error
+	*buf, written, err = plaidjson.WriteResponse(w, m, *buf, streamChunk)
+	if cap(*buf) <= 2*streamChunk { // not one grown by a giant session
+		chunkBuffers.Put(buf)
+	}
+	switch {
+	case err == nil:
+		a.streamed = true
+		return nil
+	case written == 0:
+		return err // nothing sent yet: the gateway answers with an error instead
+	default:
+		// Half an answer has gone out with a 200: the only honest end is to cut the
+		// connection, so that the client sees a broken response, not a short one.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// skipStreamedAnswer is the forward-response rewriter: an answer streamLargeAnswer wrote
+// becomes streamed, which the marshaler turns into nothing.
+func skipStreamedAnswer(ctx context.Context, msg proto.Message) (any, error) {
+	if a, _ := ctx.Value(answerKey{}).(*answer); a != nil && a.streamed {
+		return streamed{}, nil
+	}
+	return msg, nil
 }

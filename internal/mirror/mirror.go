@@ -54,6 +54,8 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 		runtime.WithErrorHandler(handleError),
 		runtime.WithRoutingErrorHandler(handleRoutingError),
 		runtime.WithDisableHTTPMethodOverride(),
+		runtime.WithForwardResponseOption(streamLargeAnswer),
+		runtime.WithForwardResponseRewriter(skipStreamedAnswer),
 	)
 	if err := creditv1.RegisterCreditServiceHandlerServer(context.Background(), gw,
 		intercepted{next: svc, interceptor: opts.Interceptor}); err != nil {
@@ -104,12 +106,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	ctx := context.WithValue(r.Context(), answerKey{}, &answer{})
 	if h.memory != nil {
-		ctx, end := h.memory.Hold(r.Context())
+		var end func()
+		ctx, end = h.memory.Hold(ctx)
 		defer end()
-		r = r.WithContext(ctx)
 	}
-	h.gateway.ServeHTTP(w, r)
+	h.gateway.ServeHTTP(w, r.WithContext(ctx))
 }
 
 func (h *handler) badContentType(w http.ResponseWriter) {
