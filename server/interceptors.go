@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -76,12 +77,30 @@ func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-// HoldMemory gives every call a hold on b for as long as it runs, under which the Plaid
-// client reserves a large answer's bytes before reading them (see package membudget).
-func HoldMemory(b *membudget.Budget) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, end := b.Hold(ctx)
-		defer end()
-		return handler(ctx, req)
+// HoldMemory is a gRPC stats handler that gives every call a hold on b, under which the
+// Plaid client reserves a large answer's bytes before reading them (see package
+// membudget), from the call's start until its answer has been encoded and handed to the
+// transport: an interceptor's hold would end before grpc-go encodes the answer, while
+// the message is still held, and a slow client would leave many such calls outside the
+// budget.
+func HoldMemory(b *membudget.Budget) stats.Handler { return memoryHolder{b} }
+
+type memoryHolder struct{ b *membudget.Budget }
+
+type holdEndKey struct{}
+
+func (m memoryHolder) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	ctx, end := m.b.Hold(ctx)
+	return context.WithValue(ctx, holdEndKey{}, end)
+}
+
+func (memoryHolder) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if _, ok := s.(*stats.End); ok {
+		if end, _ := ctx.Value(holdEndKey{}).(func()); end != nil {
+			end()
+		}
 	}
 }
+
+func (memoryHolder) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (memoryHolder) HandleConn(context.Context, stats.ConnStats)                       {}

@@ -63,9 +63,11 @@ type Config struct {
 	Interceptors []grpc.UnaryServerInterceptor
 }
 
-// DefaultAnswerMemory lets about five 10,000-session answers be decoded and encoded at
-// once: enough to keep a few cores busy, while twenty in flight stay within 150 MB.
-const DefaultAnswerMemory = 16 << 20
+// DefaultAnswerMemory is as much as the largest answer accepted by default, and lets
+// three 10,000-session answers (3 MB bodies) be read, decoded and answered at once: as
+// many as two cores keep busy. Twenty such calls in flight then stay well within 150 MB;
+// raise it with the cores, or for an upstream slow to send large bodies.
+const DefaultAnswerMemory = 10 << 20
 
 // LargeAnswerBytes is the body size from which an answer counts against AnswerMemory:
 // about 800 sessions. Smaller answers never wait.
@@ -193,16 +195,14 @@ func New(cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var serverOptions []grpc.ServerOption
+	serverOptions := []grpc.ServerOption{grpc.StatsHandler(server.HoldMemory(budget))}
 	if cfg.Tracing != nil {
 		serverOptions = append(serverOptions, grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(cfg.Tracing.Provider), otelgrpc.WithPropagators(cfg.Tracing.Propagator))))
 	}
 	a.grpc = server.NewGRPCServer(svc, server.Options{
-		Logger: a.logger,
-		Interceptors: append([]grpc.UnaryServerInterceptor{
-			a.metrics.UnaryServerInterceptor(), server.HoldMemory(budget),
-		}, cfg.Interceptors...),
+		Logger:        a.logger,
+		Interceptors:  append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor()}, cfg.Interceptors...),
 		ServerOptions: serverOptions,
 	})
 	a.metrics.GRPC.InitializeMetrics(a.grpc.Server)

@@ -9,8 +9,9 @@
 //
 // A call takes a Hold when it starts; the Plaid client Reserves each large body's size
 // under it once the size is known and before reading it; the hold gives everything back
-// when the call ends: for REST, once the answer is written, since the mirror holds the
-// answer's message and its encoding until then. Bodies under the threshold pass free, so small calls never wait
+// when the call ends, once its answer is encoded and handed to the connection (a gRPC
+// stats handler and the REST mirror's front handler hold it, not an interceptor, which
+// would let go before the answer is encoded). Bodies under the threshold pass free, so small calls never wait
 // and cost one context lookup.
 package membudget
 
