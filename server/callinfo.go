@@ -54,18 +54,18 @@ func transportOf(ctx context.Context) string {
 // callerOf names the caller for the logs: its address and user agent. REST calls carry
 // them as grpc-gateway's x-forwarded-for and grpcgateway-user-agent metadata.
 func callerOf(ctx context.Context) (addr, userAgent string) {
-	md, _ := metadata.FromIncomingContext(ctx)
+	// ValueFromIncomingContext, not FromIncomingContext: that copies all the metadata.
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
-	if v := md.Get("x-forwarded-for"); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for"); len(v) > 0 {
 		addr = v[0]
 	}
 	if host, _, err := net.SplitHostPort(addr); err == nil {
 		addr = host
 	}
-	userAgent = first(md.Get("user-agent"))
-	if v := md.Get("grpcgateway-user-agent"); len(v) > 0 {
+	userAgent = first(metadata.ValueFromIncomingContext(ctx, "user-agent"))
+	if v := metadata.ValueFromIncomingContext(ctx, "grpcgateway-user-agent"); len(v) > 0 {
 		userAgent = v[0]
 	}
 	return addr, userAgent

@@ -54,6 +54,9 @@ func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		if st.Code() == codes.Internal || st.Code() == codes.Unknown || st.Code() == codes.DataLoss {
 			level = slog.LevelError
 		}
+		if !logger.Enabled(ctx, level) {
+			return resp, err // nothing below is worth computing for a line nobody writes
+		}
 		addr, userAgent := callerOf(ctx)
 		attrs := make([]slog.Attr, 0, 10)
 		attrs = append(attrs,

@@ -37,6 +37,7 @@ const (
 	plaidClientIDEnv = "PLAID_CLIENT_ID"
 	plaidSecretEnv   = "PLAID_SECRET"
 	cpuProfileEnv    = "LOADTEST_CPUPROFILE" // file the service writes its CPU profile to
+	callLogsEnv      = "LOADTEST_CALL_LOGS"  // "1": the service logs every call, to the null device
 	memProfileEnv    = "LOADTEST_MEMPROFILE" // file the service writes its heap profile to
 )
 
@@ -101,6 +102,18 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 	if err := loopback.CheckURL(baseURL); err != nil {
 		return fmt.Errorf("%s: %w", plaidBaseURLEnv, err)
 	}
+	// Warnings only by default: the figures are the service's, not its log pipeline's.
+	// With -call-logs, every call's line is written, as in production, to the null
+	// device: the encoding and the write are counted, not a disk.
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if getenv(callLogsEnv) == "1" {
+		null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer null.Close()
+		logger = slog.New(slog.NewJSONHandler(null, nil))
+	}
 	a, err := app.New(app.Config{
 		GRPCAddr:  "127.0.0.1:0",
 		HTTPAddr:  "127.0.0.1:0",
@@ -110,7 +123,7 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 			Credentials: plaid.Credentials{ClientID: getenv(plaidClientIDEnv), Secret: getenv(plaidSecretEnv)},
 		},
 		ShutdownGrace: 5 * time.Second,
-		Logger:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:        logger,
 	})
 	if err != nil {
 		return err

@@ -130,6 +130,9 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 		plaidClientIDEnv + "=" + creds.ClientID,
 		plaidSecretEnv + "=" + creds.Secret,
 	}
+	if cfg.CallLogs {
+		svcEnv = append(svcEnv, callLogsEnv+"=1")
+	}
 	if cfg.CPUProfile != "" {
 		svcEnv = append(svcEnv, cpuProfileEnv+"="+cfg.CPUProfile)
 	}

@@ -63,6 +63,7 @@ type config struct {
 	LargeConcurrency int           // large scenario
 	SameUser         bool          // every call for one user, so that the service coalesces them
 
+	CallLogs      bool   // the service writes its line per call (to the null device)
 	CPUProfile    string // service CPU profile of the measured windows of ProfileTarget
 	MemProfile    string // service heap profile at the end of those windows
 	ProfileTarget string // grpc or rest
@@ -110,6 +111,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "calls in flight, small scenario throughput window")
 	fs.IntVar(&cfg.LargeConcurrency, "large-concurrency", cfg.LargeConcurrency, "calls in flight, large scenario")
 	fs.BoolVar(&cfg.SameUser, "same-user", cfg.SameUser, "send every call for the same user, so that the service coalesces calls in flight (flatters it)")
+	fs.BoolVar(&cfg.CallLogs, "call-logs", cfg.CallLogs, "have the service write its JSON line per call, as in production, to the null device (by default it logs warnings only)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile-service", "", "write the service's CPU profile of each measured window of -profile-target to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile-service", "", "write the service's heap profile at the end of each measured window of -profile-target to `file` (and one at its start to file.base)")
 	fs.StringVar(&cfg.ProfileTarget, "profile-target", cfg.ProfileTarget, "target whose windows are profiled: grpc or rest")

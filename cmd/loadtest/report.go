@@ -76,6 +76,7 @@ func (r *report) preamble() []string {
 		"Processes: emulator (Plaid's side), service, and this load generator, each its own process on loopback.",
 		fmt.Sprintf("Each target measured alone, in turn, after %v of warm-up at the window's concurrency.", r.Config.Warmup),
 		"Users: " + users + ".",
+		callLogs(r.Config.CallLogs),
 		"CPU per call: utime+stime from /proc/PID/stat over the window, USER_HZ taken as 100 (10ms resolution), divided by the window's calls.",
 		"CPU ours: the three processes' CPU time over the window, as a share of all CPUs; CPU others: the rest of the machine's busy time (/proc/stat), kernel threads and other programs. High others means the figures are disturbed.",
 		"Peak RSS: " + peak + ".",
@@ -260,4 +261,11 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+func callLogs(on bool) string {
+	if on {
+		return "Service logs: a JSON line per call (-call-logs), written to the null device."
+	}
+	return "Service logs: warnings only; -call-logs adds the production line per call."
 }
