@@ -141,8 +141,9 @@ type Guard struct {
 	slots    chan struct{}
 	budget   retryBudget
 
-	mu    sync.Mutex
-	calls map[string]*sharedCall
+	mu      sync.Mutex
+	calls   map[string]*sharedCall
+	runners runners
 
 	callCount, coalesced, attempts, retries, budgetEmpty, overloaded, fastFailed atomic.Int64
 	// OnStateChange, if set before use, hears the breaker's transitions.
@@ -155,11 +156,12 @@ var _ Upstream = (*Guard)(nil)
 func New(next Upstream, cfg Config) *Guard {
 	cfg = cfg.withDefaults()
 	g := &Guard{
-		cfg:    cfg,
-		next:   next,
-		slots:  make(chan struct{}, cfg.MaxInFlight),
-		budget: retryBudget{tokens: cfg.RetryBudgetBurst, max: cfg.RetryBudgetBurst, ratio: cfg.RetryBudgetRatio},
-		calls:  make(map[string]*sharedCall),
+		cfg:     cfg,
+		next:    next,
+		slots:   make(chan struct{}, cfg.MaxInFlight),
+		budget:  retryBudget{tokens: cfg.RetryBudgetBurst, max: cfg.RetryBudgetBurst, ratio: cfg.RetryBudgetRatio},
+		calls:   make(map[string]*sharedCall),
+		runners: runners{work: make(chan func())},
 	}
 	g.breaker = gobreaker.NewCircuitBreaker[*creditv1.CreditSessionsGetResponse](gobreaker.Settings{
 		Name:        "plaid",
