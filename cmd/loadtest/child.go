@@ -44,13 +44,15 @@ const (
 // childLine is a line a child writes on stdout: first when it is ready, with its
 // addresses, then once per profiling signal, as an acknowledgement.
 type childLine struct {
-	Role  string `json:"role,omitempty"`
-	PID   int    `json:"pid,omitempty"`
-	URL   string `json:"url,omitempty"`       // emulator
-	GRPC  string `json:"grpc_addr,omitempty"` // service
-	HTTP  string `json:"http_addr,omitempty"` // service
-	Event string `json:"event,omitempty"`     // profile-started, profile-written
-	Error string `json:"error,omitempty"`     // a profiling failure
+	Role string `json:"role,omitempty"`
+	PID  int    `json:"pid,omitempty"`
+	URL  string `json:"url,omitempty"`       // emulator
+	GRPC string `json:"grpc_addr,omitempty"` // service
+	// Canned is the bare gRPC server in the service's process: the floor (see canned).
+	Canned string `json:"canned_addr,omitempty"`
+	HTTP   string `json:"http_addr,omitempty"` // service
+	Event  string `json:"event,omitempty"`     // profile-started, profile-written
+	Error  string `json:"error,omitempty"`     // a profiling failure
 }
 
 // Profiling protocol: SIGUSR1 starts the profiles, SIGUSR2 stops and writes them. The
@@ -132,7 +134,18 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 		stop := serveProfiles(cpu, mem, out)
 		defer stop()
 	}
-	if err := out.write(childLine{Role: roleService, PID: os.Getpid(), GRPC: a.GRPCAddr().String(), HTTP: a.HTTPAddr().String()}); err != nil {
+	upstream, err := plaid.NewClient(plaid.Config{BaseURL: baseURL, Credentials: plaid.Credentials{
+		ClientID: getenv(plaidClientIDEnv), Secret: getenv(plaidSecretEnv)}})
+	if err != nil {
+		return err
+	}
+	cannedAddr, stopCanned, err := startCanned(ctx, upstream)
+	if err != nil {
+		return err
+	}
+	defer stopCanned()
+	if err := out.write(childLine{Role: roleService, PID: os.Getpid(), GRPC: a.GRPCAddr().String(),
+		HTTP: a.HTTPAddr().String(), Canned: cannedAddr}); err != nil {
 		return err
 	}
 	return a.Run(ctx)

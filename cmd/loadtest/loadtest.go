@@ -144,7 +144,7 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 		return nil, err
 	}
 	defer svc.stop()
-	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP} {
+	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP, svc.ready.Canned} {
 		if err := loopback.CheckAddr(addr); err != nil {
 			return nil, fmt.Errorf("the service child: %w", err)
 		}
@@ -176,11 +176,16 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 	if err != nil {
 		return err
 	}
+	cannedT, err := newGRPCTarget(svc.ready.Canned)
+	if err != nil {
+		return err
+	}
 	targets := []struct {
 		name string
 		target
 	}{
 		{targetDirect, newHTTPTarget(emu.ready.URL, creds, maxConcurrency)},
+		{targetCanned, cannedT},
 		{targetGRPC, grpcT},
 		{targetREST, newHTTPTarget("http://"+svc.ready.HTTP, plaid.Credentials{}, maxConcurrency)},
 	}

@@ -2,6 +2,8 @@
 // directly: on one machine, against one Plaid emulator, it drives in turn
 //
 //   - direct: the emulator over HTTP, as a caller would call Plaid;
+//   - canned: the floor, a bare grpc-go server in the service's process that answers
+//     from memory what Plaid answered once (see canned);
 //   - grpc: the service over gRPC, through one client connection;
 //   - rest: the service's REST mirror, through one pooled HTTP client;
 //

@@ -144,7 +144,7 @@ func ratios(win window, rows []result) [][]string {
 	if len(by) < 3 {
 		return nil
 	}
-	direct, g, rest := by[targetDirect], by[targetGRPC], by[targetREST]
+	direct, canned, g, rest := by[targetDirect], by[targetCanned], by[targetGRPC], by[targetREST]
 	large := win.Scenario == "large"
 	added := func(res result, p float64) string {
 		d := percentile(res.Latencies, p) - percentile(direct.Latencies, p)
@@ -157,6 +157,8 @@ func ratios(win window, rows []result) [][]string {
 		{"req/s ratio:", "grpc/direct " + ratio(g.RPS(), direct.RPS()), "rest/direct " + ratio(rest.RPS(), direct.RPS()), "rest/grpc " + ratio(rest.RPS(), g.RPS())},
 		{fmt.Sprintf("p50 added over direct at concurrency %d:", win.Concurrency), "grpc " + added(g, 50), "rest " + added(rest, 50)},
 		{fmt.Sprintf("p99 added over direct at concurrency %d:", win.Concurrency), "grpc " + added(g, 99), "rest " + added(rest, 99)},
+		{"service CPU per call over canned:", "grpc " + ratio(g.perCall(g.ServiceCPU).Seconds(), canned.perCall(canned.ServiceCPU).Seconds()),
+			"rest " + ratio(rest.perCall(rest.ServiceCPU).Seconds(), canned.perCall(canned.ServiceCPU).Seconds())},
 	}
 }
 
@@ -233,13 +235,15 @@ func (r *report) printMarkdown(w io.Writer) {
 			fmt.Sprintf("%s, concurrency %d", win.Scenario, win.Concurrency),
 			strings.TrimPrefix(rs[0][1], "grpc/direct "), strings.TrimPrefix(rs[0][2], "rest/direct "), strings.TrimPrefix(rs[0][3], "rest/grpc "),
 			strings.TrimPrefix(rs[1][1], "grpc "), strings.TrimPrefix(rs[1][2], "rest "),
+			strings.TrimPrefix(rs[3][1], "grpc "), strings.TrimPrefix(rs[3][2], "rest "),
 		})
 	}
 	if len(summary) == 0 {
 		return
 	}
 	fmt.Fprint(w, "\n**The service against calling Plaid directly**\n\n")
-	head := []string{"window", "req/s grpc ÷ direct", "req/s rest ÷ direct", "req/s rest ÷ grpc", "p50 added, grpc", "p50 added, rest"}
+	head := []string{"window", "req/s grpc ÷ direct", "req/s rest ÷ direct", "req/s rest ÷ grpc", "p50 added, grpc", "p50 added, rest",
+		"CPU/call grpc ÷ canned", "CPU/call rest ÷ canned"}
 	row(head)
 	rule(len(head))
 	for _, s := range summary {

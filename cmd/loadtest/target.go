@@ -22,6 +22,7 @@ import (
 // The targets, in the order they are measured.
 const (
 	targetDirect = "direct"
+	targetCanned = "canned" // the floor: a bare gRPC server with the answer at hand
 	targetGRPC   = "grpc"
 	targetREST   = "rest"
 )

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+
+	creditv1 "creditsessions/gen/plaid/credit/v1"
+	"creditsessions/internal/emulator"
+	"creditsessions/internal/plaid"
+
+	"google.golang.org/grpc"
+)
+
+// canned is the floor the service is measured against: a bare grpc-go server, in the
+// service's process, that answers each user with the message Plaid gave for that user's
+// fixture the first time, without calling Plaid again, without interceptors, metrics,
+// logs or resilience. What the service costs above it is the call to Plaid and what
+// the service does around it.
+type canned struct {
+	creditv1.UnimplementedCreditServiceServer
+	upstream *plaid.Client
+
+	mu      sync.Mutex
+	answers map[string]*creditv1.CreditSessionsGetResponse // by fixture token
+}
+
+// startCanned serves the canned server on a fresh loopback listener until ctx ends.
+func startCanned(ctx context.Context, upstream *plaid.Client) (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := grpc.NewServer()
+	creditv1.RegisterCreditServiceServer(srv, &canned{upstream: upstream, answers: map[string]*creditv1.CreditSessionsGetResponse{}})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ln)
+	}()
+	return ln.Addr().String(), func() { srv.Stop(); <-served }, nil
+}
+
+func (c *canned) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSessionsGetRequest) (*creditv1.CreditSessionsGetResponse, error) {
+	fixture, _, _ := strings.Cut(req.GetUserToken(), emulator.UserSeparator)
+	c.mu.Lock()
+	answer := c.answers[fixture]
+	c.mu.Unlock()
+	if answer != nil {
+		return answer, nil // read-only from here on: grpc-go only marshals it
+	}
+	answer, err := c.upstream.CreditSessionsGet(ctx, plaid.Request{UserToken: fixture})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.answers[fixture] = answer
+	c.mu.Unlock()
+	return answer, nil
+}
