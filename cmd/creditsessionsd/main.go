@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.DurationVar(&res.MaxQueueWait, "max-queue-wait", 100*time.Millisecond, "longest wait for a place under -max-in-flight before ResourceExhausted")
 	coalesce := fs.Bool("coalesce", true, "share one Plaid request among identical calls in flight")
 	maxResponse := fs.Int64("max-response-bytes", plaid.DefaultMaxResponseBytes, "largest response body accepted from Plaid")
-	answerMemory := fs.Int64("answer-memory", app.DefaultAnswerMemory, "bytes of large Plaid answers calls in flight may hold at once; past it, calls wait their turn (at least -max-response-bytes)")
+	answerMemory := fs.Int64("answer-memory", app.DefaultAnswerMemory, "bytes of large Plaid answers calls in flight may hold at once; past it, calls wait their turn")
 	logFormat := fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
 	credentials := fs.String("plaid-credentials", server.ServiceKeys,
 		"whose Plaid keys calls use: service (PLAID_CLIENT_ID/PLAID_SECRET; callers' keys are ignored) or caller (each call's own, passed through)")

@@ -48,8 +48,8 @@ type Config struct {
 	MaxResponseBytes int64
 	// AnswerMemory bounds the bytes of large Plaid answers (LargeAnswerBytes or more)
 	// that calls in flight hold at once; calls past it wait for their turn before reading
-	// their answers. 0 means DefaultAnswerMemory; it is raised to MaxResponseBytes if
-	// smaller, so that any answer can pass.
+	// their answers. 0 means DefaultAnswerMemory. An answer larger than the whole budget
+	// takes all of it.
 	AnswerMemory int64
 	// ShutdownDrain is how long the service keeps serving after health turns
 	// NOT_SERVING, so that load balancers stop sending before listeners close; default 0.
@@ -63,11 +63,12 @@ type Config struct {
 	Interceptors []grpc.UnaryServerInterceptor
 }
 
-// DefaultAnswerMemory is as much as the largest answer accepted by default, and lets
-// three 10,000-session answers (3 MB bodies) be read, decoded and answered at once: as
-// many as two cores keep busy. Twenty such calls in flight then stay well within 150 MB;
-// raise it with the cores, or for an upstream slow to send large bodies.
-const DefaultAnswerMemory = 10 << 20
+// DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
+// decoded and encoded, or two of 6,000: on two cores that costs no throughput, since
+// the other calls' answers are meanwhile on their way to their callers, and twenty such
+// calls in flight stay within 150 MB (BENCHMARKS.md). Raise it with the cores, or for an
+// upstream slow to send large bodies.
+const DefaultAnswerMemory = 6 << 20
 
 // LargeAnswerBytes is the body size from which an answer counts against AnswerMemory:
 // about 800 sessions. Smaller answers never wait.
@@ -173,7 +174,6 @@ func New(cfg Config) (_ *App, err error) {
 	if answerMemory <= 0 {
 		answerMemory = DefaultAnswerMemory
 	}
-	answerMemory = max(answerMemory, cfg.MaxResponseBytes)
 	budget := membudget.New(answerMemory, LargeAnswerBytes)
 	client, err := plaid.NewClient(plaid.Config{
 		BaseURL: upstream.BaseURL, Credentials: upstream.Credentials,

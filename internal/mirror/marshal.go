@@ -104,13 +104,13 @@ func (b *requestBody) startsWithObject() bool {
 	}
 }
 
-// A large answer is written as it is encoded, 32 KiB at a time, rather than encoded whole
+// A large answer is written as it is encoded, 256 KiB at a time, rather than encoded whole
 // and then written: a 10,000-session answer is about 3 MB of JSON, which would otherwise
 // be held, beside the message, for as long as the client takes to read it. Small answers
 // are encoded whole, which costs less than writing them piecemeal.
 const (
 	streamFromSessions = 128 // about 50 KiB of JSON
-	streamChunk        = 32 << 10
+	streamChunk        = 256 << 10
 )
 
 // answerKey holds the *answer of a call that came through the mirror's front handler.

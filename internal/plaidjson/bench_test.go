@@ -2,6 +2,7 @@ package plaidjson_test
 
 import (
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -100,6 +101,26 @@ func BenchmarkAppendResponse(b *testing.B) {
 			for b.Loop() {
 				var err error
 				if buf, err = plaidjson.AppendResponse(buf[:0], m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWriteResponse is the REST mirror's path for large answers: encoded into a
+// writer 32 KiB at a time, with one scratch buffer, never whole.
+func BenchmarkWriteResponse(b *testing.B) {
+	for _, n := range benchSizes {
+		m := benchResponse(n)
+		size := len(encode(b, m))
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			buf := make([]byte, 0, 40<<10)
+			for b.Loop() {
+				var err error
+				if buf, _, err = plaidjson.WriteResponse(io.Discard, m, buf, 32<<10); err != nil {
 					b.Fatal(err)
 				}
 			}
