@@ -372,6 +372,9 @@ func TestCallerKeysArePassedThroughWhenConfigured(t *testing.T) {
 		"body":       {nil, `{"user_token":"user-sandbox-example","client_id":"` + id + `","secret":"` + secret + `"}`, plaidAnswer{Status: 200}},
 		"wrong keys": {http.Header{"Plaid-Client-Id": {id}, "Plaid-Secret": {"nope"}}, `{"user_token":"user-sandbox-example"}`, plaidAnswer{400, "INVALID_INPUT", "INVALID_API_KEYS"}},
 		"no keys":    {nil, `{"user_token":"user-sandbox-example"}`, plaidAnswer{400, "INVALID_REQUEST", "MISSING_FIELDS"}},
+		// Caller keys become header fields upstream: a line break in one must not add any.
+		"a line break in the secret": {nil, `{"user_token":"user-sandbox-example","client_id":"` + id + `","secret":"` + secret + `\r\nX-Injected: 1"}`,
+			plaidAnswer{400, "INVALID_INPUT", "INVALID_API_KEYS"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			resp, body := send(t, "POST", s.rest+"/credit/sessions/get", "application/json", tc.body, tc.header)
@@ -379,6 +382,14 @@ func TestCallerKeysArePassedThroughWhenConfigured(t *testing.T) {
 		})
 	}
 	assert.NotContains(t, s.logs.String(), secret, "caller secrets never reach the logs")
+
+	before := s.app.Emulator().Calls()
+	broken := "not-a-secret\nX-Injected: 1"
+	inBody = &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example", ClientId: &id, Secret: &broken}
+	_, err = s.grpc.CreditSessionsGet(ctx, inBody)
+	assert.Equal(t, codes.Unauthenticated, status.Code(err), "a key no real key looks like: %v", err)
+	assert.NotContains(t, err.Error(), "not-a-secret")
+	assert.Equal(t, before, s.app.Emulator().Calls(), "and Plaid never hears of it")
 }
 
 func TestMisbehavingUpstreamGetsAClearError(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Transport defaults and fixed bounds.
@@ -200,6 +202,19 @@ func requestKey(req *http.Request) (connKey, string, error) {
 	}
 	if !validMethod(req.Method) {
 		return connKey{}, "", fmt.Errorf("invalid method %q", req.Method)
+	}
+	// Request.Write copies header fields as they are, so a value holding CR or LF (a
+	// caller's "secret", with caller keys) would add fields or requests of its own. The
+	// error names the field, never the value: it may be a secret.
+	for k, vs := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return connKey{}, "", fmt.Errorf("invalid header field name %q", k)
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return connKey{}, "", fmt.Errorf("invalid value for header field %q", k)
+			}
+		}
 	}
 	if p := u.Port(); p != "" {
 		port = p

@@ -794,18 +794,28 @@ func TestTransportRejectsRequests(t *testing.T) {
 		name    string
 		url     string
 		method  string
+		header  http.Header
 		wantErr string
 	}{
 		{name: "scheme", url: "ftp://127.0.0.1/x", method: http.MethodPost, wantErr: `unsupported protocol scheme "ftp"`},
 		{name: "no host", url: "http:///x", method: http.MethodPost, wantErr: "no Host"},
 		{name: "method", url: "http://127.0.0.1/x", method: "PO ST", wantErr: "invalid method"},
+		// A caller's secret must not smuggle header fields into the request to Plaid.
+		{name: "CRLF in a value", url: "http://127.0.0.1/x", method: http.MethodPost,
+			header: http.Header{"Plaid-Secret": {testSecret + "\r\nX-Injected: 1"}}, wantErr: `invalid value for header field "Plaid-Secret"`},
+		{name: "bad name", url: "http://127.0.0.1/x", method: http.MethodPost,
+			header: http.Header{"Plaid Secret": {testSecret}}, wantErr: `invalid header field name "Plaid Secret"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			u, err := url.Parse(tt.url)
 			require.NoError(t, err)
 			body := &closeRecorder{Reader: strings.NewReader("x")}
-			req := (&http.Request{Method: tt.method, URL: u, Header: http.Header{"Plaid-Secret": {testSecret}}, Body: body}).WithContext(t.Context())
+			header := tt.header
+			if header == nil {
+				header = http.Header{"Plaid-Secret": {testSecret}}
+			}
+			req := (&http.Request{Method: tt.method, URL: u, Header: header, Body: body}).WithContext(t.Context())
 			_, err = (&plaid.Transport{}).RoundTrip(req)
 			assert.ErrorContains(t, err, tt.wantErr)
 			assertNoSecrets(t, err)
