@@ -11,6 +11,7 @@ import (
 	creditv1 "creditsessions/gen/plaid/credit/v1"
 	"creditsessions/internal/plaid"
 
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -87,7 +88,8 @@ func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSes
 	if len(missing) > 0 {
 		return nil, missingFields(codes.InvalidArgument, missing...)
 	}
-	if s.callerKeys && (!headerSafe(call.Credentials.ClientID) || !headerSafe(call.Credentials.Secret)) {
+	if s.callerKeys && (!httpguts.ValidHeaderFieldValue(call.Credentials.ClientID) ||
+		!httpguts.ValidHeaderFieldValue(call.Credentials.Secret)) {
 		// They travel to Plaid as header fields, where a CR or LF would start fields of
 		// the caller's choosing. No real key holds one: answered as Plaid answers wrong keys.
 		return nil, serviceError(codes.Unauthenticated, "INVALID_INPUT", "INVALID_API_KEYS", 400, 0,
@@ -208,15 +210,4 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 	reflection.Register(g.Server)
 	g.Health.SetServingStatus(creditv1.CreditService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return g
-}
-
-// headerSafe reports whether s can be sent as an HTTP header field value: no control
-// characters but tab.
-func headerSafe(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }

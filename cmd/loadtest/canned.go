@@ -26,8 +26,8 @@ type canned struct {
 	answers map[string]*creditv1.CreditSessionsGetResponse // by fixture token
 }
 
-// startCanned serves the canned server on a fresh loopback listener until ctx ends.
-func startCanned(ctx context.Context, upstream *plaid.Client) (addr string, stop func(), err error) {
+// startCanned serves the canned server on a fresh loopback listener until stop is called.
+func startCanned(upstream *plaid.Client) (addr string, stop func(), err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err

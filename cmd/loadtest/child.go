@@ -139,7 +139,7 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 	if err != nil {
 		return err
 	}
-	cannedAddr, stopCanned, err := startCanned(ctx, upstream)
+	cannedAddr, stopCanned, err := startCanned(upstream)
 	if err != nil {
 		return err
 	}
