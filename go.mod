@@ -1,4 +1,4 @@
-module creditsessions
+module github.com/creditsessions/creditsessions
 
 go 1.26.0
 

@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	"creditsessions/internal/plaid"
-	"creditsessions/internal/resilience"
+	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/resilience"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"creditsessions/internal/membudget"
+	"github.com/creditsessions/creditsessions/internal/membudget"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"

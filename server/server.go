@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaid"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc"

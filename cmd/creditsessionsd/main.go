@@ -18,12 +18,12 @@ import (
 	"syscall"
 	"time"
 
-	"creditsessions/internal/app"
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/observe"
-	"creditsessions/internal/plaid"
-	"creditsessions/internal/resilience"
-	"creditsessions/server"
+	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/observe"
+	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/resilience"
+	"github.com/creditsessions/creditsessions/server"
 
 	"golang.org/x/term"
 )

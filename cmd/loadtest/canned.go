@@ -6,9 +6,9 @@ import (
 	"strings"
 	"sync"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/plaid"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 
 	"google.golang.org/grpc"
 )

@@ -17,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
-	"creditsessions/internal/app"
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/loopback"
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/loopback"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // The children's environment. Credentials travel here, never in argv, where any user of

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"creditsessions/internal/loopback"
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/loopback"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // result is one target measured over one window.

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/emulator"
 )
 
 // userHZ is the unit of utime and stime in /proc/PID/stat. It is fixed at 100 on every

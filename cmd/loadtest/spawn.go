@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // child is a running child process, seen from the parent.

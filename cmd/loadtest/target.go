@@ -11,8 +11,8 @@ import (
 	"net/http"
 	"time"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaid"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"

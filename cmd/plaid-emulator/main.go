@@ -30,7 +30,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/emulator"
 )
 
 func main() {

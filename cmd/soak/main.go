@@ -27,7 +27,7 @@ import (
 	"syscall"
 	"time"
 
-	"creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/emulator"
 )
 
 // defaultFaults make the emulator fail 20% of calls, in every way it knows.

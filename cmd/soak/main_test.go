@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/emulator"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // run soaks the service as cfg says, prints progress to progressOut (unless cfg.Quiet)

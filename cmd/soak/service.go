@@ -15,9 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"creditsessions/internal/app"
-	"creditsessions/internal/loopback"
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/loopback"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // The service child's environment. The credentials travel here, never in argv, where

@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/app"
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/plaid"
-	"creditsessions/internal/resilience"
-	"creditsessions/server"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/resilience"
+	"github.com/creditsessions/creditsessions/server"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/app"
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/observe"
-	"creditsessions/internal/plaid"
-	"creditsessions/server"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/observe"
+	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/server"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/app"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

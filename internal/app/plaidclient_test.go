@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"testing"
 
-	"creditsessions/internal/app"
-	"creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/emulator"
 
 	"github.com/plaid/plaid-go/v20/plaid"
 	"github.com/stretchr/testify/assert"

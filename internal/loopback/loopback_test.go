@@ -3,7 +3,7 @@ package loopback_test
 import (
 	"testing"
 
-	"creditsessions/internal/loopback"
+	"github.com/creditsessions/creditsessions/internal/loopback"
 
 	"github.com/stretchr/testify/assert"
 )

@@ -11,9 +11,9 @@ import (
 	"strconv"
 	"strings"
 
-	"creditsessions/internal/plaid"
-	"creditsessions/internal/plaidjson"
-	"creditsessions/server"
+	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/plaidjson"
+	"github.com/creditsessions/creditsessions/server"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"

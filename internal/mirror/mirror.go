@@ -16,9 +16,9 @@ import (
 	"net/http"
 	"strings"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/membudget"
-	"creditsessions/server"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/membudget"
+	"github.com/creditsessions/creditsessions/server"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"

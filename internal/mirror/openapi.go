@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"creditsessions/gen/openapi"
+	"github.com/creditsessions/creditsessions/gen/openapi"
 )
 
 // openAPIDocument returns the generated OpenAPI document corrected to describe the JSON

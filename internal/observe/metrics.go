@@ -8,10 +8,10 @@ import (
 	"errors"
 	"time"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/membudget"
-	"creditsessions/internal/plaid"
-	"creditsessions/internal/resilience"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/membudget"
+	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/resilience"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"

@@ -19,8 +19,8 @@ import (
 	"strings"
 	"sync"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaidjson"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaidjson"
 )
 
 // APIVersion is the Plaid API version this client speaks, sent as Plaid-Version.

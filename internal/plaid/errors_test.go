@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // requirePlaidError checks that err is a *plaid.Error, and no protocol error, and

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // The client pointed at the Plaid emulator; in production BaseURL comes from

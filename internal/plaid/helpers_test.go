@@ -15,9 +15,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/emulator"
-	"creditsessions/internal/plaid"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // Distinctive values, so a test can look for them in anything the client prints.

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // Credentials, and everything that holds them, print without the secret however they

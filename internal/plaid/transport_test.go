@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // checkLeaks fails the test if it leaves a goroutine behind. Call it first: its check

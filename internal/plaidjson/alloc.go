@@ -3,7 +3,7 @@ package plaidjson
 import (
 	"strings"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 )

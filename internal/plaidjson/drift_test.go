@@ -16,8 +16,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaidjson"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaidjson"
 )
 
 // The tests in this file build their messages by walking the proto descriptors, never

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 )
 
 // enumNames maps between an enum's proto value names and Plaid's spellings, which are

@@ -7,8 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaidjson"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaidjson"
 )
 
 // FuzzUnmarshalResponse checks that no body makes the decoder panic, that the decoder

@@ -12,8 +12,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaidjson"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaidjson"
 )
 
 // specExample is the example response of `/credit/sessions/get` in Plaid's OpenAPI

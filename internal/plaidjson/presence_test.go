@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 )
 
 // optionalScalars lists every proto3 `optional` scalar of the response, from the

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 )
 
 // These tests hold the hand-written date-time code in rfc3339.go to the time package,

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 )
 
 func sessionStartBody(ts string) string {

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaidjson"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaidjson"
 )
 
 // unknownMembers are members Plaid might add, one of each JSON kind.

@@ -5,8 +5,8 @@ import (
 	"sync"
 	"time"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaid"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 
 	"google.golang.org/protobuf/proto"
 )

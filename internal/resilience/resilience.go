@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaid"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 
 	"github.com/sony/gobreaker/v2"
 )

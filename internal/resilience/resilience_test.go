@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"creditsessions/internal/plaid"
-	"creditsessions/internal/resilience"
+	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/resilience"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -7,8 +7,8 @@ import (
 	"net"
 	"time"
 
-	creditv1 "creditsessions/gen/plaid/credit/v1"
-	"creditsessions/internal/plaid"
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
 // retrying makes attempts until one succeeds, the error is not worth retrying, the

@@ -1067,7 +1067,7 @@ const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"-CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_STARTED\x10\x04\x128\n" +
 	"4CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_INTERNAL_ERROR\x10\x052\xa0\x01\n" +
 	"\rCreditService\x12\x8e\x01\n" +
-	"\x11CreditSessionsGet\x12).plaid.credit.v1.CreditSessionsGetRequest\x1a*.plaid.credit.v1.CreditSessionsGetResponse\"\"\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/credit/sessions/get\x90\x02\x01B-Z+creditsessions/gen/plaid/credit/v1;creditv1b\x06proto3"
+	"\x11CreditSessionsGet\x12).plaid.credit.v1.CreditSessionsGetRequest\x1a*.plaid.credit.v1.CreditSessionsGetResponse\"\"\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/credit/sessions/get\x90\x02\x01BGZEgithub.com/creditsessions/creditsessions/gen/plaid/credit/v1;creditv1b\x06proto3"
 
 var (
 	file_plaid_credit_v1_credit_proto_rawDescOnce sync.Once
