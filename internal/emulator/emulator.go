@@ -77,6 +77,7 @@ type Emulator struct {
 	logger   *slog.Logger
 	calls    atomic.Int64
 	faults   faultState
+	webhooks webhookState
 }
 
 var _ http.Handler = (*Emulator)(nil)
@@ -85,6 +86,7 @@ var _ http.Handler = (*Emulator)(nil)
 func New(cfg Config) *Emulator {
 	e := &Emulator{clientID: cfg.ClientID, secret: cfg.Secret, logger: cfg.Logger}
 	e.faults.init(cfg.Seed)
+	e.webhooks.init()
 	if e.clientID == "" {
 		e.clientID = DefaultClientID
 	}
@@ -106,7 +108,7 @@ func (e *Emulator) Calls() int64 { return e.calls.Load() }
 
 // ServeHTTP answers one request as Plaid would, unless a fault says otherwise.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if e.serveControl(w, r) {
+	if e.serveControl(w, r) || e.serveWebhookRoutes(w, r) {
 		return
 	}
 	start := time.Now()
@@ -232,7 +234,11 @@ func (e *Emulator) check(w http.ResponseWriter, r *http.Request) (successBody, *
 	if idOK&secretOK != 1 {
 		return successBody{}, errInvalidAPIKeys
 	}
-	return lookupToken(userToken)
+	body, failure := lookupToken(userToken)
+	if failure != nil {
+		return successBody{}, failure
+	}
+	return e.withAddedSessions(userToken, body)
 }
 
 // knownFields are the request body members this endpoint accepts.
