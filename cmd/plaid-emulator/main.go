@@ -15,6 +15,10 @@
 // repeatable. A running emulator's faults can also be changed over HTTP: PUT, GET and
 // DELETE /emulator/faults, and GET /emulator/stats for the call count.
 //
+// It also serves Plaid's POST /webhook_verification_key/get and, to send signed
+// webhooks to a URL of your choosing, POST /sandbox/income/fire_webhook with a
+// user_token and a webhook URL (see package internal/emulator).
+//
 // The accepted credentials come from the environment, never from flags, so they stay out
 // of process listings: PLAID_EMULATOR_CLIENT_ID and PLAID_EMULATOR_SECRET, defaulting to
 // the emulator's public defaults. The process stops cleanly on SIGINT or SIGTERM.
@@ -84,6 +88,9 @@ func run(ctx context.Context) error {
 	logger.Info("error users", "user_token", emulator.ErrorToken("ERROR_TYPE", "ERROR_CODE"),
 		"example", emulator.ErrorToken("RATE_LIMIT_EXCEEDED", "RATE_LIMIT"))
 	logger.Info("try it", "curl", exampleCurl(srv.URL, cfg))
+	logger.Info("webhooks", "signing_kid", srv.Emulator.WebhookKeyID(),
+		"keys", "POST "+srv.URL+"/webhook_verification_key/get",
+		"fire", "POST "+srv.URL+"/sandbox/income/fire_webhook {user_token, webhook[, webhook_code]}")
 	logger.Info("faults", "faults", faults.String(), "seed", srv.Emulator.Seed(),
 		"control", srv.URL+"/emulator/faults")
 
