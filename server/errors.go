@@ -247,7 +247,10 @@ func upstreamStatus(ctx context.Context, err error, callerKeys bool) error {
 	var proto *plaid.ProtocolError
 	var netErr net.Error
 	var open *resilience.CircuitOpenError
+	var isolated *resilience.IsolatedError
 	switch {
+	case errors.As(err, &isolated):
+		return isolatedStatus(isolated, callerKeys)
 	case errors.As(err, &pe):
 		return plaidError(pe, callerKeys)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -275,4 +278,32 @@ func upstreamStatus(ctx context.Context, err error, callerKeys bool) error {
 		return serviceError(codes.Internal, "API_ERROR", "INTERNAL_SERVER_ERROR", 500, 0,
 			"calling Plaid failed: "+err.Error()).Err()
 	}
+}
+
+// isolatedStatus answers a call for a user whose calls keep failing, from memory:
+// Unavailable with a RetryInfo saying when the next call goes to Plaid. When Plaid's own
+// error was remembered, it is the answer (REST callers get Plaid's body and status, and
+// a Retry-After), with the delay the isolation sets.
+func isolatedStatus(e *resilience.IsolatedError, callerKeys bool) error {
+	retry := max(e.RetryAfter, time.Second)
+	if e.Plaid != nil {
+		remembered := *e.Plaid
+		remembered.RetryAfter = retry
+		ue := plaidError(&remembered, callerKeys)
+		if ue.status.Code() == codes.Unavailable && retryDelayOf(ue.status) > 0 {
+			return ue
+		}
+	}
+	return serviceError(codes.Unavailable, "API_ERROR", "INTERNAL_SERVER_ERROR", 503, retry,
+		"this user's recent calls to Plaid kept failing while others' succeeded ("+string(e.Kind)+
+			"); answered without calling Plaid until the RetryInfo delay has passed").Err()
+}
+
+func retryDelayOf(st *status.Status) time.Duration {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
 }

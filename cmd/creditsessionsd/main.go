@@ -38,6 +38,10 @@ func main() {
 }
 
 // run parses flags and environment, then serves until ctx is done.
+// maxAttempts bounds -retry-max-attempts: past a few attempts retries only add load
+// to a Plaid that is failing, and the backoff has long reached its ceiling.
+const maxAttempts = 10
+
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("creditsessionsd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -49,11 +53,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var res resilience.Config
 	fs.DurationVar(&res.AttemptTimeout, "upstream-attempt-timeout", 10*time.Second, "bound on one request to Plaid")
 	fs.DurationVar(&res.CallTimeout, "upstream-call-timeout", 30*time.Second, "bound on a call whose caller set no deadline, retries included")
-	fs.IntVar(&res.MaxAttempts, "retry-max-attempts", 3, "attempts per call, the first included (1 disables retries)")
+	fs.IntVar(&res.MaxAttempts, "retry-max-attempts", 3, "attempts per call, the first included (1 disables retries; at most 10)")
 	fs.Float64Var(&res.RetryBudgetRatio, "retry-budget-ratio", 0.2, "retries each call earns: the most retries can add to Plaid traffic in an outage")
 	fs.DurationVar(&res.BreakerOpenFor, "breaker-open-for", 5*time.Second, "how long calls fail fast once the circuit opens, before a probe")
 	fs.IntVar(&res.MaxInFlight, "max-in-flight", 64, "cap on requests to Plaid in flight")
 	fs.DurationVar(&res.MaxQueueWait, "max-queue-wait", 100*time.Millisecond, "longest wait for a place under -max-in-flight before ResourceExhausted")
+	fs.DurationVar(&res.IsolateFor, "isolate-for", 10*time.Second, "how long a user whose calls keep failing (while others' succeed) is answered from memory, before one probe")
+	fs.IntVar(&res.MaxRememberedUsers, "max-remembered-users", 10000, "users with recent failures the service remembers (bounds that memory)")
 	coalesce := fs.Bool("coalesce", true, "share one Plaid request among identical calls in flight")
 	maxResponse := fs.Int64("max-response-bytes", plaid.DefaultMaxResponseBytes, "largest response body accepted from Plaid")
 	answerMemory := fs.Int64("answer-memory", app.DefaultAnswerMemory, "bytes of large Plaid answers calls in flight may hold at once; past it, calls wait their turn")
@@ -64,6 +70,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	res.DisableCoalescing = !*coalesce
+	if res.MaxAttempts < 1 || res.MaxAttempts > maxAttempts {
+		return fmt.Errorf("-retry-max-attempts %d: want 1 to %d (1 disables retries)", res.MaxAttempts, maxAttempts)
+	}
+	if res.IsolateFor <= 0 || res.MaxRememberedUsers < 1 {
+		return errors.New("-isolate-for and -max-remembered-users must be positive")
+	}
 	if fs.NArg() > 0 {
 		// Not echoed: a secret typed here by mistake must not reach a log.
 		return fmt.Errorf("%d unexpected argument(s): configuration comes from flags and PLAID_* environment variables", fs.NArg())

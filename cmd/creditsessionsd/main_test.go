@@ -119,6 +119,9 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 		"positional argument": {"PLAID_SECRET=oops"},
 		"unknown flag":        {"-nope"},
 		"bad log format":      {"-log-format", "xml"},
+		"no attempts":         {"-retry-max-attempts", "0"},
+		"too many attempts":   {"-retry-max-attempts", "64"},
+		"no isolation":        {"-isolate-for", "0s"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var out lockedBuffer

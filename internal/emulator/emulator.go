@@ -303,6 +303,9 @@ type successBody struct {
 	rest   [][]byte // the object's members and its closing '}', written in order
 	empty  bool     // the object has no members, so no comma follows request_id
 	indent bool     // the fixture is indented, so request_id gets its own line
+
+	chunked bool      // sent without a Content-Length
+	fault   FaultKind // met by every call for this user
 }
 
 func (b successBody) write(w http.ResponseWriter, requestID string) {
@@ -321,7 +324,9 @@ func (b successBody) write(w http.ResponseWriter, requestID string) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", contentType)
-	h.Set("Content-Length", strconv.Itoa(n))
+	if !b.chunked {
+		h.Set("Content-Length", strconv.Itoa(n))
+	}
 	w.WriteHeader(http.StatusOK)
 	// A write error means the client went away; there is no one left to tell.
 	_, _ = w.Write(b.open)

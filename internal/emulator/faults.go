@@ -54,9 +54,11 @@ const (
 	// FaultGarbage answers 200 with Content-Type application/json and a body that is not
 	// JSON.
 	FaultGarbage
+	// FaultHTML502 answers 502 with a load balancer's HTML error page.
+	FaultHTML502
 )
 
-var faultKindNames = [...]string{"none", "latency", "error", "reset", "stall", "garbage"}
+var faultKindNames = [...]string{"none", "latency", "error", "reset", "stall", "garbage", "html-502"}
 
 // String is the kind's lower-case name, as logs show it.
 func (k FaultKind) String() string {
@@ -306,6 +308,9 @@ const garbageBody = "<html><head><title>502 Bad Gateway</title></head><body><h1>
 func (e *Emulator) misbehave(w http.ResponseWriter, r *http.Request, requestID string,
 	body successBody, failure *ErrorSpec) (int, *ErrorSpec, FaultKind) {
 	fault, wait := e.faults.next()
+	if body.fault != FaultNone {
+		fault = Fault{Kind: body.fault} // this user's own trouble
+	}
 	if fault.Kind == FaultLatency {
 		wait += fault.Delay
 	}
@@ -342,6 +347,13 @@ func (e *Emulator) misbehave(w http.ResponseWriter, r *http.Request, requestID s
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte(garbageBody))
 		return http.StatusOK, nil, fault.Kind
+	case FaultHTML502:
+		h := w.Header()
+		h.Set("Content-Type", "text/html")
+		h.Set("Content-Length", strconv.Itoa(len(garbageBody)))
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = w.Write([]byte(garbageBody))
+		return http.StatusBadGateway, nil, fault.Kind
 	}
 	return writeAnswer(w, requestID, body, failure), failure, fault.Kind
 }

@@ -693,3 +693,64 @@ func TestFaultsUnderConcurrency(t *testing.T) {
 	assert.Equal(t, workers*callsEach, total)
 	assert.Greater(t, len(outcomes), 2, "the faults did change: %v", outcomes)
 }
+
+// postToken asks for token with the default credentials.
+func postToken(t *testing.T, baseURL, token string) (*http.Response, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, baseURL+"/credit/sessions/get",
+		strings.NewReader(tokenBody(token)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range defaultHeaders() {
+		req.Header.Set(k, v)
+	}
+	c := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp, raw, err
+}
+
+// One user's every call meets its fault; everybody else is served.
+func TestUserFaultTokens(t *testing.T) {
+	srv, err := Start("127.0.0.1:0", Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+
+	resp, raw, err := postToken(t, srv.URL, "user-sandbox-fault-garbage#1")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.False(t, json.Valid(raw))
+
+	resp, _, err = postToken(t, srv.URL, "user-sandbox-fault-html-502")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	assert.Equal(t, "text/html", resp.Header.Get("Content-Type"))
+
+	srv.Emulator.SetFaults(Faults{StallFor: 10 * time.Millisecond})
+	_, _, err = postToken(t, srv.URL, "user-sandbox-fault-stall")
+	require.Error(t, err, "the body is cut short")
+
+	resp, _, err = postToken(t, srv.URL, "user-sandbox-example")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "other users are served")
+	assert.Equal(t, "html-502", FaultHTML502.String())
+}
+
+// The chunked variant of a user is the same answer without a Content-Length.
+func TestChunkedTokens(t *testing.T) {
+	srv, err := Start("127.0.0.1:0", Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+	plain, plainRaw, err := postToken(t, srv.URL, "user-sandbox-sessions-1000")
+	require.NoError(t, err)
+	chunked, chunkedRaw, err := postToken(t, srv.URL, ChunkedTokenPrefix+"sessions-1000#7")
+	require.NoError(t, err)
+	assert.EqualValues(t, len(plainRaw), plain.ContentLength)
+	assert.EqualValues(t, -1, chunked.ContentLength)
+	assert.Equal(t, []string{"chunked"}, chunked.TransferEncoding)
+	assert.InDelta(t, len(plainRaw), len(chunkedRaw), 10, "the same answer, but for its request_id")
+}

@@ -86,9 +86,34 @@ func newFixtureBody(raw []byte) (successBody, error) {
 // does, and no two calls can share an answer in flight.
 const UserSeparator = "#"
 
+// ChunkedTokenPrefix, in place of "user-sandbox-", asks for the same answer sent
+// chunked, without a Content-Length, as a proxy in front of Plaid may send it:
+// user-sandbox-chunked-sessions-10000 is user-sandbox-sessions-10000's answer, chunked.
+const ChunkedTokenPrefix = "user-sandbox-chunked-"
+
+// userFaultTokens are users whose every call meets a fault, whatever the emulator's
+// other faults: one user in trouble while everybody else is served. Each stands for
+// user-sandbox-example when the fault lets an answer through.
+var userFaultTokens = map[string]FaultKind{
+	"user-sandbox-fault-garbage":  FaultGarbage, // 200 with a body that is not JSON
+	"user-sandbox-fault-html-502": FaultHTML502, // a load balancer's HTML 502 page
+	"user-sandbox-fault-stall":    FaultStall,   // half the body, then nothing until the client leaves
+	"user-sandbox-fault-reset":    FaultReset,   // the connection reset
+}
+
 // lookupToken returns the answer for a user token that passed every other check.
 func lookupToken(token string) (successBody, *ErrorSpec) {
 	token, _, _ = strings.Cut(token, UserSeparator)
+	if kind, ok := userFaultTokens[token]; ok {
+		body := fixtureBodies["user-sandbox-example"]
+		body.fault = kind
+		return body, nil
+	}
+	if rest, ok := strings.CutPrefix(token, ChunkedTokenPrefix); ok {
+		body, failure := lookupToken("user-sandbox-" + rest)
+		body.chunked = true
+		return body, failure
+	}
 	if body, ok := fixtureBodies[token]; ok {
 		return body, nil
 	}

@@ -52,7 +52,8 @@ type holdKey struct{}
 type hold struct {
 	b      *Budget
 	mu     sync.Mutex
-	n      int64
+	n      int64 // bytes reserved
+	free   int64 // bytes passed free while the call's total stayed under the threshold
 	closed bool
 }
 
@@ -84,15 +85,32 @@ func (b *Budget) give(n int64) {
 }
 
 // Reserve takes n bytes from the budget of ctx's hold, waiting while others hold it
-// all, until ctx ends. It returns at once, with nil, when ctx has no hold or n is under
-// the threshold. A body larger than the whole budget takes all of it.
+// all, until ctx ends. It returns at once, with nil, when ctx has no hold or the call's
+// bytes so far, n included, are under the threshold: so a body read a piece at a time
+// (its size not announced) is counted from the piece that takes the call over the
+// threshold, those before it included. A call never holds more than the whole budget:
+// a body larger than it takes all of it.
 func Reserve(ctx context.Context, n int64) error {
 	h, _ := ctx.Value(holdKey{}).(*hold)
-	if h == nil || n < h.b.threshold {
+	if h == nil || n <= 0 {
 		return nil
 	}
 	b := h.b
-	n = min(n, b.size)
+	h.mu.Lock()
+	if h.n == 0 && h.free+n < b.threshold {
+		h.free += n
+		h.mu.Unlock()
+		return nil
+	}
+	if h.n == 0 {
+		n += h.free
+		h.free = 0
+	}
+	n = min(n, b.size-h.n)
+	h.mu.Unlock()
+	if n <= 0 {
+		return nil
+	}
 	if !b.sem.TryAcquire(n) {
 		b.waits.Add(1)
 		if err := b.sem.Acquire(ctx, n); err != nil {

@@ -60,8 +60,32 @@ func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return m.GRPC.UnaryServerInterceptor()
 }
 
-// ObserveGuard exports the resilience layer's counts and state.
+// ObserveGuard exports the resilience layer's counts and state. It sets the guard's
+// OnUpstreamFailure and OnBreakerOpened, so it must be called before the guard is used.
 func (m *Metrics) ObserveGuard(g *resilience.Guard) {
+	failures := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "creditsessions_upstream_failures_total",
+		Help: "Failed requests to Plaid by kind, and scope: user (one user's trouble, not counted by the circuit breaker) or upstream (counted).",
+	}, []string{"kind", "scope"})
+	for _, k := range resilience.Kinds {
+		for _, sc := range []resilience.Scope{resilience.ScopeUser, resilience.ScopeUpstream} {
+			failures.WithLabelValues(string(k), string(sc))
+		}
+	}
+	opened := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "creditsessions_circuit_breaker_opened_total",
+		Help: "Times the circuit to Plaid opened, by reason: the kind of failure that tripped it, or probe_failed.",
+	}, []string{"reason"})
+	g.OnUpstreamFailure = func(k resilience.Kind, sc resilience.Scope) {
+		failures.WithLabelValues(string(k), string(sc)).Inc()
+	}
+	g.OnBreakerOpened = func(reason string) { opened.WithLabelValues(reason).Inc() }
+	m.Registry.MustRegister(failures, opened,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "creditsessions_isolated_users",
+			Help: "Users whose calls are answered from memory now, because their calls kept failing while others' succeeded.",
+		}, func() float64 { return float64(g.IsolatedUsers()) }),
+	)
 	counter := func(name, help string, read func(resilience.Stats) int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(read(g.Stats())) })
@@ -77,6 +101,8 @@ func (m *Metrics) ObserveGuard(g *resilience.Guard) {
 			func(s resilience.Stats) int64 { return s.RetryBudgetEmpty }),
 		counter("creditsessions_overloaded_total", "Calls refused because too many requests to Plaid were in flight.",
 			func(s resilience.Stats) int64 { return s.Overloaded }),
+		counter("creditsessions_isolated_rejections_total", "Calls answered from memory, without calling Plaid, because their user's calls kept failing.",
+			func(s resilience.Stats) int64 { return s.Isolated }),
 		counter("creditsessions_circuit_open_rejections_total", "Requests to Plaid not made because the circuit was open.",
 			func(s resilience.Stats) int64 { return s.FastFailed }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

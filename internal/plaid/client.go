@@ -86,8 +86,9 @@ type Config struct {
 	// UserAgent is sent as User-Agent; empty means "creditsessions".
 	UserAgent string
 	// Admit, if set, is called with the size of each response body before the body is
-	// read (after it, when the size is not announced), with the call's context; it may
-	// wait. Its error ends the call. The service bounds the memory of large answers in
+	// read, with the call's context; it may wait. When the size is not announced, it is
+	// called as the body arrives, before each doubling of the buffer, with the bytes the
+	// buffer grows by. Its error ends the call, wrapping ErrWaitingForMemory. The service bounds the memory of large answers in
 	// flight with it (see package membudget).
 	Admit func(ctx context.Context, bodyBytes int64) error `json:"-"`
 }
@@ -205,18 +206,17 @@ func (c *Client) CreditSessionsGet(ctx context.Context, r Request) (*creditv1.Cr
 
 	if c.admit != nil && resp.ContentLength >= 0 {
 		if err := c.admit(ctx, resp.ContentLength); err != nil {
-			return nil, fmt.Errorf("plaid: credit sessions get: waiting to read the response: %w", err)
+			return nil, fmt.Errorf("plaid: credit sessions get: %w to read the response: %w", ErrWaitingForMemory, err)
 		}
 	}
 	buf := getBuffer()
 	defer putBuffer(buf)
-	if err := readBody(buf, resp, c.maxBody); err != nil {
-		return nil, err
-	}
-	if c.admit != nil && resp.ContentLength < 0 {
-		if err := c.admit(ctx, int64(buf.Len())); err != nil {
-			return nil, fmt.Errorf("plaid: credit sessions get: waiting to decode the response: %w", err)
+	if resp.ContentLength >= 0 {
+		if err := readBody(buf, resp, c.maxBody); err != nil {
+			return nil, err
 		}
+	} else if err := readUnsized(ctx, buf, resp, c.maxBody, c.admit); err != nil {
+		return nil, err
 	}
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
@@ -248,15 +248,70 @@ func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
 	}
 	n, err := buf.ReadFrom(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("plaid: credit sessions get: reading the response: %w", err)
-		}
-		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "the response body was cut short", Err: fmt.Errorf("%w: %w", ErrCutShort, err)}
+		return readError(resp, err)
 	}
 	if n > max {
-		return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("a body over the %d-byte limit", max), Err: ErrTooLarge}
+		return tooLarge(resp, max)
 	}
 	return nil
+}
+
+// unsizedFirstRead is the buffer a body of unannounced size starts in: most answers fit.
+const unsizedFirstRead = 32 << 10
+
+// readUnsized reads a body whose size was not announced (chunked, or ended by closing
+// the connection) into buf. The buffer doubles as bytes arrive, and each doubling is
+// admitted first, so the answer-memory budget applies while the body is read, not after
+// it has all been buffered; it never grows past max+1 bytes.
+func readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.Response, max int64,
+	admit func(context.Context, int64) error) error {
+	b := buf.Bytes()[:0]
+	if cap(b) > unsizedFirstRead {
+		b = b[:0:unsizedFirstRead] // what lies beyond was never admitted
+	} else if cap(b) < unsizedFirstRead {
+		b = make([]byte, 0, unsizedFirstRead)
+	}
+	var admitted int64
+	for {
+		if len(b) == cap(b) {
+			if int64(len(b)) > max {
+				return tooLarge(resp, max)
+			}
+			grown := min(2*int64(cap(b)), max+1)
+			if admit != nil {
+				if err := admit(ctx, grown-admitted); err != nil {
+					return fmt.Errorf("plaid: credit sessions get: %w to read the rest of the response: %w", ErrWaitingForMemory, err)
+				}
+				admitted = grown
+			}
+			next := make([]byte, len(b), grown)
+			copy(next, b)
+			b = next
+		}
+		n, err := resp.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > max {
+			return tooLarge(resp, max)
+		}
+		if err == io.EOF {
+			*buf = *bytes.NewBuffer(b)
+			return nil
+		}
+		if err != nil {
+			return readError(resp, err)
+		}
+	}
+}
+
+func readError(resp *http.Response, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("plaid: credit sessions get: reading the response: %w", err)
+	}
+	return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: "the response body was cut short", Err: fmt.Errorf("%w: %w", ErrCutShort, err)}
+}
+
+func tooLarge(resp *http.Response, max int64) error {
+	return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("a body over the %d-byte limit", max), Err: ErrTooLarge}
 }
 
 var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -440,7 +441,7 @@ func TestCreditSessionsGetAdmitsBodies(t *testing.T) {
 	require.ErrorIs(t, err, errFull)
 	assert.Len(t, sizes, 2)
 
-	// A chunked body announces no size: Admit hears the size read.
+	// A small chunked body announces no size and fits the first buffer: nothing to admit.
 	admitErr = nil
 	chunked := serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -452,6 +453,66 @@ func TestCreditSessionsGetAdmitsBodies(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.CreditSessionsGet(t.Context(), plaid.Request{UserToken: testUserToken})
 	require.NoError(t, err)
-	require.Len(t, sizes, 3)
-	assert.EqualValues(t, len(`{"request_id":"r1","sessions":[]}`), sizes[2])
+	assert.Len(t, sizes, 2)
+}
+
+// A large body of unannounced size is admitted as it arrives, before each doubling of
+// the buffer, and never past the size limit.
+func TestCreditSessionsGetAdmitsChunkedBodiesAsTheyArrive(t *testing.T) {
+	const pad = 1 << 20
+	admitted := make(chan int64, 100)
+	chunked := serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"request_id":"r1","sessions":[],"pad":"`+strings.Repeat("x", 100<<10))
+		w.(http.Flusher).Flush()
+		// The rest only once the client admitted more than the first buffer: the budget
+		// applies while the body arrives, not after.
+		select {
+		case <-admitted:
+		case <-time.After(5 * time.Second):
+			return
+		}
+		_, _ = io.WriteString(w, strings.Repeat("x", pad-100<<10)+`"}`)
+	}))
+	var sizes []int64
+	admit := func(_ context.Context, n int64) error {
+		sizes = append(sizes, n)
+		select {
+		case admitted <- n:
+		default:
+		}
+		return nil
+	}
+	c, err := plaid.NewClient(plaid.Config{BaseURL: chunked, Credentials: testCredentials, Admit: admit})
+	require.NoError(t, err)
+	resp, err := c.CreditSessionsGet(t.Context(), plaid.Request{UserToken: testUserToken})
+	require.NoError(t, err)
+	assert.Equal(t, "r1", resp.GetRequestId())
+	var total int64
+	for _, n := range sizes {
+		total += n
+	}
+	assert.GreaterOrEqual(t, total, int64(pad), "every byte held was admitted")
+	assert.LessOrEqual(t, total, int64(2*pad+64<<10), "the buffer at most doubles past the body")
+
+	// The limit holds however the body arrives.
+	c, err = plaid.NewClient(plaid.Config{BaseURL: chunked, Credentials: testCredentials, Admit: admit, MaxResponseBytes: 512 << 10})
+	require.NoError(t, err)
+	sizes = nil
+	_, err = c.CreditSessionsGet(t.Context(), plaid.Request{UserToken: testUserToken})
+	require.ErrorIs(t, err, plaid.ErrTooLarge)
+	total = 0
+	for _, n := range sizes {
+		total += n
+	}
+	assert.LessOrEqual(t, total, int64(512<<10+1), "never admitted past the limit")
+
+	// An Admit that gives up ends the call with ErrWaitingForMemory.
+	errFull := errors.New("the budget is spent")
+	c, err = plaid.NewClient(plaid.Config{BaseURL: chunked, Credentials: testCredentials,
+		Admit: func(context.Context, int64) error { return errFull }})
+	require.NoError(t, err)
+	_, err = c.CreditSessionsGet(t.Context(), plaid.Request{UserToken: testUserToken})
+	require.ErrorIs(t, err, errFull)
+	require.ErrorIs(t, err, plaid.ErrWaitingForMemory)
 }

@@ -70,6 +70,16 @@ var ErrCutShort = errors.New("response body cut short")
 // ErrTooLarge is the cause of a ProtocolError for a body over the size limit.
 var ErrTooLarge = errors.New("response body over the size limit")
 
+// ErrWaitingForMemory wraps the Admit hook's error when a call gave up waiting for the
+// memory to read its answer: a matter of this service's load and that answer's size,
+// not of Plaid's health.
+var ErrWaitingForMemory = errors.New("waiting for memory")
+
+// MaxRetryAfter caps the delay a Retry-After header may ask for. Larger values, and
+// values too large to parse, are taken as this: a delay no caller will wait for, and
+// never one that overflows into zero.
+const MaxRetryAfter = 24 * time.Hour
+
 // parseError turns a non-2xx answer into an *Error when its body is Plaid's error JSON,
 // and a *ProtocolError otherwise (an HTML page from a load balancer, say).
 func parseError(resp *http.Response, body []byte) error {
@@ -93,13 +103,26 @@ func parseRetryAfter(v string) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+	if isDigits(v) {
+		s, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || s > int64(MaxRetryAfter/time.Second) { // only ErrRange: all digits
+			return MaxRetryAfter
+		}
 		return time.Duration(s) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		if d := time.Until(t); d > 0 {
-			return d
+			return min(d, MaxRetryAfter)
 		}
 	}
 	return 0
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

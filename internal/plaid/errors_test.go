@@ -120,6 +120,14 @@ func TestCreditSessionsGetRetryAfter(t *testing.T) {
 			header: func() string { return time.Now().Add(time.Hour).UTC().Format(http.TimeFormat) },
 			// The date has whole seconds, and the clock moves on before the client reads it.
 			min: time.Hour - time.Minute, max: time.Hour},
+		// Absurd delays are the maximum, never an overflow that wraps to zero or below.
+		{name: "absurd seconds", header: func() string { return "9999999999999" },
+			min: plaid.MaxRetryAfter, max: plaid.MaxRetryAfter},
+		{name: "seconds past int64", header: func() string { return "99999999999999999999999" },
+			min: plaid.MaxRetryAfter, max: plaid.MaxRetryAfter},
+		{name: "HTTP date decades ahead",
+			header: func() string { return time.Now().AddDate(50, 0, 0).UTC().Format(http.TimeFormat) },
+			min: plaid.MaxRetryAfter, max: plaid.MaxRetryAfter},
 		{name: "HTTP date in the past",
 			header: func() string { return time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat) }},
 	}

@@ -132,11 +132,14 @@ func TestCountRange(t *testing.T) {
 		{count: `2.000001`, wantErr: true},
 		{count: `0.5`, wantErr: true},
 		{count: `1e-1`, wantErr: true},
-		// Whole numbers written with a fraction or an exponent are accepted, as
-		// protojson accepts them.
-		{count: `2.0`, want: 2},
-		{count: `2e0`, want: 2},
-		{count: `1E2`, want: 100},
+		// Counts are integers in Plaid's schema: as encoding/json does for an integer,
+		// a fraction or an exponent is refused, even where its value is whole, and an
+		// exponent that underflows to 0 (1e-400) is not read as 0.
+		{count: `2.0`, wantErr: true},
+		{count: `2e0`, wantErr: true},
+		{count: `1E2`, wantErr: true},
+		{count: `1e-400`, wantErr: true},
+		{count: `-0.0`, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.count, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package plaidjson
 
 import (
-	"math"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -406,8 +405,9 @@ func (sc *scanner) number() ([]byte, error) {
 	return sc.s[start:i], nil
 }
 
-// int32 reads a JSON number that must be a whole number in int32's range. Forms such as
-// 2.0 or 2e0 are accepted, as protojson accepts them.
+// int32 reads a JSON number that must be an integer in int32's range, written as one:
+// as strict as encoding/json is for an integer, since counts are integers in Plaid's
+// schema. A fraction or an exponent (2.0, 2e0, 1e-400) is refused.
 func (sc *scanner) int32() (int32, error) {
 	// Counts are small integers: read up to nine digits, which cannot overflow, without
 	// strconv. Anything else (a leading zero before more digits, a fraction, an
@@ -437,14 +437,11 @@ func (sc *scanner) int32() (int32, error) {
 	if err != nil {
 		return 0, err
 	}
-	if n, err := strconv.ParseInt(string(text), 10, 32); err == nil {
-		return int32(n), nil
+	n64, err := strconv.ParseInt(string(text), 10, 32)
+	if err != nil {
+		return 0, errValue("an integer in the 32-bit range, found " + string(text))
 	}
-	f, err := strconv.ParseFloat(string(text), 64)
-	if err != nil || f != math.Trunc(f) || f < math.MinInt32 || f > math.MaxInt32 {
-		return 0, errValue("a whole number in the 32-bit range, found " + string(text))
-	}
-	return int32(f), nil
+	return int32(n64), nil
 }
 
 // isNumberByte reports whether c can continue a JSON number after its integer digits.

@@ -6,9 +6,6 @@ import (
 	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
-	"github.com/creditsessions/creditsessions/internal/plaid"
-
-	"google.golang.org/protobuf/proto"
 )
 
 // sharedCall is one upstream call that identical calls in flight wait on together. It
@@ -61,7 +58,8 @@ func (c *sharedCall) stopTimer() {
 
 // coalesce joins the identical call in flight, or starts one, and waits for it or for
 // ctx. Calls are identical when their credentials and user token are.
-func (g *Guard) coalesce(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+func (g *Guard) coalesce(ctx context.Context, call call) (*creditv1.CreditSessionsGetResponse, error) {
+	r := call.r
 	key := r.Credentials.ClientID + "\x00" + r.Credentials.Secret + "\x00" + r.UserToken
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -86,22 +84,18 @@ func (g *Guard) coalesce(ctx context.Context, r plaid.Request) (*creditv1.Credit
 		g.coalesced.Add(1)
 	} else {
 		g.budget.deposit()
-		g.runners.start(func() { g.run(key, c, r) })
+		g.runners.start(func() { g.run(key, c, call) })
 	}
 
 	select {
 	case <-c.done:
 		g.mu.Lock()
 		c.waiting--
-		shared := c.joined > 1
 		g.mu.Unlock()
-		if c.err != nil {
-			return nil, c.err
-		}
-		if shared {
-			return proto.CloneOf(c.resp), nil // each caller gets its own copy
-		}
-		return c.resp, nil
+		// Every waiter gets the same message, read-only: the encoders only read it, and
+		// one answer of 10,000 sessions is 10 MB of heap, which N clones would multiply
+		// outside the answer-memory budget (that counts the body once).
+		return c.resp, c.err
 	case <-ctx.Done():
 		g.mu.Lock()
 		c.waiting--
@@ -115,10 +109,10 @@ func (g *Guard) coalesce(ctx context.Context, r plaid.Request) (*creditv1.Credit
 }
 
 // run makes the shared call and hands the outcome to its waiters.
-func (g *Guard) run(key string, c *sharedCall, r plaid.Request) {
+func (g *Guard) run(key string, c *sharedCall, call call) {
 	defer c.cancel()
 	defer c.stopTimer()
-	resp, err := g.retrying(c.ctx, r, c.currentDeadline)
+	resp, err := g.retrying(c.ctx, call, c.currentDeadline)
 	g.mu.Lock()
 	g.forget(key, c)
 	c.resp, c.err = resp, err

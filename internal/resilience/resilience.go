@@ -68,6 +68,19 @@ type Config struct {
 
 	// DisableCoalescing sends every call upstream on its own.
 	DisableCoalescing bool
+
+	// IsolateAfter is how many calls in a row for one user must fail, while the
+	// failures are not Plaid being down, before that user's calls are answered from
+	// memory [2]; IsolateFor is how long they are [10s]. Then one call goes through as a
+	// probe, with a single attempt. A user whose previous call failed gets no retries.
+	IsolateAfter int
+	IsolateFor   time.Duration
+	// FailureMemory is how long a user's failure is remembered [30s]: while it is, a
+	// further failure of that user's is theirs alone and the breaker does not count it.
+	FailureMemory time.Duration
+	// MaxRememberedUsers bounds the users remembered [10000]; past it, the stalest is
+	// forgotten.
+	MaxRememberedUsers int
 }
 
 func (c Config) withDefaults() Config {
@@ -105,6 +118,14 @@ func (c Config) withDefaults() Config {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 64
 	}
+	def(&c.IsolateFor, 10*time.Second)
+	def(&c.FailureMemory, 30*time.Second)
+	if c.IsolateAfter <= 0 {
+		c.IsolateAfter = 2
+	}
+	if c.MaxRememberedUsers <= 0 {
+		c.MaxRememberedUsers = 10000
+	}
 	return c
 }
 
@@ -130,6 +151,7 @@ type Stats struct {
 	RetryBudgetEmpty int64 // retries refused because the budget was spent
 	Overloaded       int64 // calls refused with ErrOverloaded
 	FastFailed       int64 // attempts refused because the circuit was open
+	Isolated         int64 // calls answered from memory because their user kept failing
 }
 
 // Guard is an Upstream with the resilience layers around another.
@@ -145,9 +167,17 @@ type Guard struct {
 	calls   map[string]*sharedCall
 	runners runners
 
+	users       userMemory
+	lastCounted atomic.Value // Kind of the latest failure the breaker counted
+
 	callCount, coalesced, attempts, retries, budgetEmpty, overloaded, fastFailed atomic.Int64
 	// OnStateChange, if set before use, hears the breaker's transitions.
 	OnStateChange func(from, to gobreaker.State)
+	// OnBreakerOpened, if set before use, hears why the circuit opened: "probe_failed",
+	// or the Kind of the failure that tripped it.
+	OnBreakerOpened func(reason string)
+	// OnUpstreamFailure, if set before use, hears every failed attempt's kind and scope.
+	OnUpstreamFailure func(Kind, Scope)
 }
 
 var _ Upstream = (*Guard)(nil)
@@ -162,6 +192,8 @@ func New(next Upstream, cfg Config) *Guard {
 		budget:  retryBudget{tokens: cfg.RetryBudgetBurst, max: cfg.RetryBudgetBurst, ratio: cfg.RetryBudgetRatio},
 		calls:   make(map[string]*sharedCall),
 		runners: runners{work: make(chan func())},
+		users: userMemory{users: make(map[userKey]*userRecord), max: cfg.MaxRememberedUsers,
+			forget: cfg.FailureMemory, after: cfg.IsolateAfter, isolate: cfg.IsolateFor},
 	}
 	g.breaker = gobreaker.NewCircuitBreaker[*creditv1.CreditSessionsGetResponse](gobreaker.Settings{
 		Name:        "plaid",
@@ -172,11 +204,21 @@ func New(next Upstream, cfg Config) *Guard {
 			return c.ConsecutiveFailures >= cfg.BreakerConsecutiveFailures ||
 				(c.Requests >= cfg.BreakerMinRequests && float64(c.TotalFailures) >= cfg.BreakerFailureRatio*float64(c.Requests))
 		},
-		IsSuccessful: func(err error) bool { return err == nil || !upstreamFailure(err) },
-		IsExcluded:   func(err error) bool { return errors.Is(err, errCallerGone) || errors.Is(err, ErrOverloaded) },
+		IsSuccessful: func(err error) bool { _, failed := classify(err); return !failed },
+		IsExcluded: func(err error) bool {
+			var user *userScoped
+			return errors.Is(err, errCallerGone) || errors.Is(err, ErrOverloaded) || errors.As(err, &user)
+		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			if to == gobreaker.StateOpen {
 				g.openedAt.Store(time.Now().UnixNano())
+				reason := "probe_failed"
+				if from != gobreaker.StateHalfOpen {
+					reason, _ = g.lastCounted.Load().(string)
+				}
+				if g.OnBreakerOpened != nil {
+					g.OnBreakerOpened(reason)
+				}
 			}
 			if g.OnStateChange != nil {
 				g.OnStateChange(from, to)
@@ -191,9 +233,12 @@ func (g *Guard) Stats() Stats {
 	return Stats{
 		Calls: g.callCount.Load(), Coalesced: g.coalesced.Load(), Attempts: g.attempts.Load(),
 		Retries: g.retries.Load(), RetryBudgetEmpty: g.budgetEmpty.Load(),
-		Overloaded: g.overloaded.Load(), FastFailed: g.fastFailed.Load(),
+		Overloaded: g.overloaded.Load(), FastFailed: g.fastFailed.Load(), Isolated: g.users.rejections(),
 	}
 }
+
+// IsolatedUsers is the number of users whose calls are answered from memory now.
+func (g *Guard) IsolatedUsers() int { return g.users.isolated(time.Now()) }
 
 // BreakerState is the circuit's state: closed, half-open or open.
 func (g *Guard) BreakerState() gobreaker.State { return g.breaker.State() }
@@ -203,8 +248,22 @@ func (g *Guard) InFlight() int { return len(g.slots) }
 
 // CreditSessionsGet fetches a user's sessions through every layer. The caller's ctx
 // bounds its wait; an identical call in flight is joined rather than repeated.
+//
+// A user whose recent calls kept failing, while the failures did not look like Plaid
+// being down, is answered from memory with an *IsolatedError: no request to Plaid, no
+// retry budget, nothing for the breaker.
 func (g *Guard) CreditSessionsGet(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
 	g.callCount.Add(1)
+	u := keyOf(r)
+	isolated, failedBefore := g.users.admit(u, time.Now())
+	if isolated != nil {
+		return nil, isolated
+	}
+	attempts := g.cfg.MaxAttempts
+	if failedBefore {
+		attempts = 1 // the pattern is clear enough: no more retries for this user
+	}
+	c := call{r: r, user: u, attempts: attempts}
 	if g.cfg.DisableCoalescing {
 		deadline := func() time.Time { d, _ := ctx.Deadline(); return d }
 		if _, ok := ctx.Deadline(); !ok {
@@ -213,13 +272,20 @@ func (g *Guard) CreditSessionsGet(ctx context.Context, r plaid.Request) (*credit
 			defer cancel()
 		}
 		g.budget.deposit()
-		return g.retrying(ctx, r, deadline)
+		return g.retrying(ctx, c, deadline)
 	}
-	return g.coalesce(ctx, r)
+	return g.coalesce(ctx, c)
+}
+
+// call is one call's request and what the failure accounting decided for it.
+type call struct {
+	r        plaid.Request
+	user     userKey
+	attempts int
 }
 
 // attempt makes one upstream request through the breaker and the concurrency cap.
-func (g *Guard) attempt(ctx context.Context, r plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+func (g *Guard) attempt(ctx context.Context, c call) (*creditv1.CreditSessionsGetResponse, error) {
 	resp, err := g.breaker.Execute(func() (*creditv1.CreditSessionsGetResponse, error) {
 		if err := g.acquire(ctx); err != nil {
 			return nil, err
@@ -228,12 +294,12 @@ func (g *Guard) attempt(ctx context.Context, r plaid.Request) (*creditv1.CreditS
 		g.attempts.Add(1)
 		actx, cancel := context.WithTimeout(ctx, g.cfg.AttemptTimeout)
 		defer cancel()
-		resp, err := g.next.CreditSessionsGet(actx, r)
+		resp, err := g.next.CreditSessionsGet(actx, c.r)
 		if err != nil && ctx.Err() != nil {
 			// The call ended, not the upstream: not the breaker's business.
 			return nil, &callerGone{err}
 		}
-		return resp, err
+		return resp, g.account(c.user, err)
 	})
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		g.fastFailed.Add(1)
@@ -244,7 +310,41 @@ func (g *Guard) attempt(ctx context.Context, r plaid.Request) (*creditv1.CreditS
 	if errors.As(err, &gone) {
 		err = gone.err
 	}
+	var user *userScoped
+	if errors.As(err, &user) {
+		err = user.err
+	}
 	return resp, err
+}
+
+// account decides whose trouble a failed attempt is. A bad answer (one that does not
+// decode, or is too large) or a wait for answer memory is always the user's. A
+// connection failure is always the upstream's. Anything else (Plaid's 5xx, an edge's
+// HTML 5xx, a timeout, a body cut short) is the upstream's the first time for a user,
+// and the user's while that user's failure is remembered: so the breaker counts such
+// failures across distinct users, and one user failing again and again cannot open it.
+// The user's failures come back wrapped in userScoped, which the breaker excludes.
+func (g *Guard) account(u userKey, err error) error {
+	kind, failed := classify(err)
+	if !failed {
+		return err
+	}
+	now := time.Now()
+	scope := ScopeUpstream
+	if userOnly(kind) || (kind != KindConnection && g.users.failing(u, now)) {
+		scope = ScopeUser
+	}
+	if kind != KindConnection {
+		g.users.attemptFailed(u, now)
+	}
+	if g.OnUpstreamFailure != nil {
+		g.OnUpstreamFailure(kind, scope)
+	}
+	if scope == ScopeUser {
+		return &userScoped{err}
+	}
+	g.lastCounted.Store(string(kind))
+	return err
 }
 
 // acquire takes a place among MaxInFlight, waiting at most MaxQueueWait.

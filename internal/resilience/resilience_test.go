@@ -141,7 +141,9 @@ func TestSharedCallLivesAsLongAsItsLongestDeadline(t *testing.T) {
 	assert.NoError(t, receive(t, u.ended))
 }
 
-func TestEachCallerGetsItsOwnCopy(t *testing.T) {
+// Coalesced callers share one answer, read-only, rather than one clone each: N clones of
+// a large answer would sit outside the answer-memory budget, which counts its body once.
+func TestCoalescedCallersShareOneAnswer(t *testing.T) {
 	u, c := newUpstream(t, func(int64) (int, string) {
 		return 200, `{"request_id":"r","sessions":[{"link_session_id":"a"}]}`
 	})
@@ -169,7 +171,7 @@ func TestEachCallerGetsItsOwnCopy(t *testing.T) {
 	require.NoError(t, a.err)
 	require.NoError(t, b.err)
 	assert.Equal(t, *a.id, *b.id)
-	assert.NotSame(t, a.id, b.id, "no message is shared between callers")
+	assert.Same(t, a.id, b.id, "one message, shared")
 }
 
 func TestDifferentCredentialsAreNotCoalesced(t *testing.T) {

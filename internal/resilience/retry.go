@@ -11,25 +11,68 @@ import (
 	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
+// PlannedMaintenanceDelay is the wait Plaid's PLANNED_MAINTENANCE suggests when it
+// sends no Retry-After: the RetryInfo delay server.ErrorTable gives it. Retrying after
+// the usual 100 ms would only meet the maintenance again.
+const PlannedMaintenanceDelay = time.Minute
+
+// maxBackoffShift caps the doubling of BackoffBase: past it the shift would overflow
+// time.Duration and wrap to zero or below (BackoffMax is long reached by then).
+const maxBackoffShift = 30
+
+// backoff is the wait before retry number n (1 for the first), before jitter.
+func (g *Guard) backoff(n int) time.Duration {
+	d := g.cfg.BackoffBase << min(max(n-1, 0), maxBackoffShift)
+	if d <= 0 || d > g.cfg.BackoffMax {
+		return g.cfg.BackoffMax
+	}
+	return d
+}
+
+// suggestedDelay is the wait Plaid asks for after err: its Retry-After, or for
+// PLANNED_MAINTENANCE without one, PlannedMaintenanceDelay.
+func suggestedDelay(err error) time.Duration {
+	var pe *plaid.Error
+	if !errors.As(err, &pe) {
+		return 0
+	}
+	if pe.RetryAfter > 0 {
+		return pe.RetryAfter
+	}
+	if pe.ErrorType == "API_ERROR" && pe.ErrorCode == "PLANNED_MAINTENANCE" {
+		return PlannedMaintenanceDelay
+	}
+	return 0
+}
+
 // retrying makes attempts until one succeeds, the error is not worth retrying, the
-// attempts or the budget run out, or the next wait would outlive the call's deadline
-// (deadline returns the zero time when there is none).
-func (g *Guard) retrying(ctx context.Context, r plaid.Request, deadline func() time.Time) (*creditv1.CreditSessionsGetResponse, error) {
+// call's attempts or the budget run out, or the next wait would outlive the call's
+// deadline (deadline returns the zero time when there is none). How the call ended
+// goes to the failure memory of its user.
+func (g *Guard) retrying(ctx context.Context, c call, deadline func() time.Time) (*creditv1.CreditSessionsGetResponse, error) {
+	resp, err := g.retry(ctx, c, deadline)
+	if ctx.Err() == nil { // a call its caller ended says nothing about the user
+		kind, _ := classify(err)
+		g.users.callEnded(c.user, err, kind, time.Now())
+	}
+	return resp, err
+}
+
+func (g *Guard) retry(ctx context.Context, c call, deadline func() time.Time) (*creditv1.CreditSessionsGetResponse, error) {
 	for attempt := 1; ; attempt++ {
-		resp, err := g.attempt(ctx, r)
+		resp, err := g.attempt(ctx, c)
 		if err == nil {
 			return resp, nil
 		}
-		if attempt >= g.cfg.MaxAttempts || ctx.Err() != nil || !retryable(err) {
+		if attempt >= c.attempts || ctx.Err() != nil || !retryable(err) {
 			return nil, err
 		}
-		wait := jitter(min(g.cfg.BackoffMax, g.cfg.BackoffBase<<(attempt-1)))
-		var pe *plaid.Error
-		if errors.As(err, &pe) && pe.RetryAfter > 0 {
-			if pe.RetryAfter > g.cfg.MaxRetryAfter {
+		wait := jitter(g.backoff(attempt))
+		if suggested := suggestedDelay(err); suggested > 0 {
+			if suggested > g.cfg.MaxRetryAfter {
 				return nil, err // the caller's RetryInfo says when
 			}
-			wait = max(wait, pe.RetryAfter)
+			wait = max(wait, suggested)
 		}
 		if d := deadline(); !d.IsZero() && time.Now().Add(wait).After(d) {
 			return nil, err // giving up now beats failing at the deadline
@@ -71,6 +114,8 @@ func retryable(err error) bool {
 		default:
 			return false
 		}
+	case errors.Is(err, plaid.ErrWaitingForMemory):
+		return false // the next attempt would wait for the same memory
 	case errors.As(err, &proto):
 		// A 5xx page from something in front of Plaid, or a body the connection ended
 		// inside. Not an oversized body, a redirect or a 200 that is not a response:
@@ -83,16 +128,6 @@ func retryable(err error) bool {
 	default:
 		return errors.Is(err, net.ErrClosed) || isConnectionError(err)
 	}
-}
-
-// upstreamFailure reports whether err says Plaid is unwell, which is what the circuit
-// breaker counts. Caller errors and rate limits are answers from a healthy Plaid.
-func upstreamFailure(err error) bool {
-	var pe *plaid.Error
-	if errors.As(err, &pe) {
-		return pe.ErrorType == "API_ERROR" || (pe.HTTPStatus >= 500 && pe.ErrorType != "RATE_LIMIT_EXCEEDED")
-	}
-	return true
 }
 
 // isConnectionError catches transport failures that are not net.Errors, such as an
