@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,7 +64,7 @@ func TestRetryThenSuccess(t *testing.T) {
 	e := s.app.Emulator()
 	for _, fault := range []emulator.Fault{
 		apiError(t),
-		plaidFault(t, "API_ERROR", "PLANNED_MAINTENANCE", 0),
+		plaidFault(t, "API_ERROR", "PLANNED_MAINTENANCE", 100*time.Millisecond),
 		plaidFault(t, "INCOME_VERIFICATION_ERROR", "PRODUCT_NOT_READY", 0),
 		plaidFault(t, "RATE_LIMIT_EXCEEDED", "RATE_LIMIT", 0),
 		{Kind: emulator.FaultReset},
@@ -148,8 +149,10 @@ func TestBreakerOpensFailsFastAndCloses(t *testing.T) {
 	s := start(t, app.Config{Resilience: resilience.Config{MaxAttempts: 1, BreakerConsecutiveFailures: 3, BreakerOpenFor: openFor}})
 	e := s.app.Emulator()
 	e.SetFaults(emulator.Faults{ErrorRate: 1})
-	for range 3 {
-		_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example"})
+	for i := range 3 {
+		// Failures across distinct users: Plaid is down. (One user failing again and
+		// again is that user's trouble; see TestOneFailingUserDoesNotDenyOthers.)
+		_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example#" + strconv.Itoa(i)})
 		require.Equal(t, codes.Unavailable, status.Code(err))
 	}
 

@@ -113,6 +113,15 @@ func Reserve(ctx context.Context, n int64) error {
 	}
 	if !b.sem.TryAcquire(n) {
 		b.waits.Add(1)
+		// Waiting while holding part of the budget invites deadlock: calls reading bodies
+		// a piece at a time, each holding some and all waiting for more. Give back what
+		// this call holds, and wait for all of it at once.
+		h.mu.Lock()
+		held := h.n
+		h.n = 0
+		h.mu.Unlock()
+		b.give(held)
+		n += held
 		if err := b.sem.Acquire(ctx, n); err != nil {
 			return err
 		}

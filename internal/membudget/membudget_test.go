@@ -83,3 +83,41 @@ func TestTheOutermostHoldCounts(t *testing.T) {
 	endOther()
 	assert.Zero(t, other.InUse())
 }
+
+// A body read a piece at a time is counted from the piece that takes its call over the
+// threshold, the pieces before included.
+func TestPiecesAreCountedOnceTheyAddUpToTheThreshold(t *testing.T) {
+	b := New(100, 10)
+	ctx, end := b.Hold(context.Background())
+	require.NoError(t, Reserve(ctx, 4))
+	require.NoError(t, Reserve(ctx, 4))
+	assert.Zero(t, b.InUse(), "8 bytes so far: under the threshold")
+	require.NoError(t, Reserve(ctx, 4))
+	assert.EqualValues(t, 12, b.InUse())
+	require.NoError(t, Reserve(ctx, 200))
+	assert.EqualValues(t, 100, b.InUse(), "never more than the whole budget")
+	end()
+	assert.Zero(t, b.InUse())
+}
+
+// Calls that grow their reservations piece by piece never deadlock holding part of the
+// budget each: one that must wait gives back what it holds first.
+func TestGrowingReservationsDoNotDeadlock(t *testing.T) {
+	b := New(100, 10)
+	first, endFirst := b.Hold(context.Background())
+	second, endSecond := b.Hold(context.Background())
+	require.NoError(t, Reserve(first, 60))
+	require.NoError(t, Reserve(second, 40))
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- Reserve(second, 20) }() // gives back its 40, waits for 60
+	require.Eventually(t, func() bool { return b.Waits() == 1 }, 5*time.Second, time.Millisecond)
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- Reserve(first, 40) }() // gives back its 60, waits for 100
+	require.NoError(t, <-secondDone, "the second call got what the first gave back")
+	assert.EqualValues(t, 60, b.InUse())
+	endSecond()
+	require.NoError(t, <-firstDone)
+	assert.EqualValues(t, 100, b.InUse())
+	endFirst()
+	assert.Zero(t, b.InUse())
+}

@@ -127,7 +127,7 @@ func TestCreditSessionsGetRetryAfter(t *testing.T) {
 			min: plaid.MaxRetryAfter, max: plaid.MaxRetryAfter},
 		{name: "HTTP date decades ahead",
 			header: func() string { return time.Now().AddDate(50, 0, 0).UTC().Format(http.TimeFormat) },
-			min: plaid.MaxRetryAfter, max: plaid.MaxRetryAfter},
+			min:    plaid.MaxRetryAfter, max: plaid.MaxRetryAfter},
 		{name: "HTTP date in the past",
 			header: func() string { return time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat) }},
 	}

@@ -157,7 +157,8 @@ func (m *userMemory) failing(k userKey, now time.Time) bool {
 }
 
 // admit returns the isolation error when the user is answered from memory now, and
-// whether the user's previous call failed (so that this one gets no retries).
+// whether the user was isolated before and this call is the probe that may end it (so
+// that it gets one attempt, no retries).
 func (m *userMemory) admit(k userKey, now time.Time) (*IsolatedError, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -173,7 +174,7 @@ func (m *userMemory) admit(k userKey, now time.Time) (*IsolatedError, bool) {
 		m.rejected++
 		return &IsolatedError{Kind: r.kind, Plaid: r.plaidErr, RetryAfter: r.isolatedUntil.Sub(now)}, true
 	}
-	return nil, r.failedCalls > 0
+	return nil, r.failedCalls >= m.after
 }
 
 // attemptFailed notes a failed attempt's time.
