@@ -206,7 +206,7 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 			probes[t.name] = [2]int{sessions, size}
 		}
 		want := probes[targetDirect][0]
-		if w.Token == largeToken && want != largeSessions {
+		if (w.Token == largeToken || w.Token == chunkedToken) && want != largeSessions {
 			return fmt.Errorf("%s: the emulator answered %d sessions for %s, want %d", w.Name(), want, w.Token, largeSessions)
 		}
 		for name, p := range probes {

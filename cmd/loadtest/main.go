@@ -35,8 +35,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
+
+	"github.com/creditsessions/creditsessions/internal/emulator"
 )
 
 func main() {
@@ -105,7 +108,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := defaults
-	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "small (user-sandbox-example), large (user-sandbox-sessions-10000, about 4 MB) or all")
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "small (user-sandbox-example), large (user-sandbox-sessions-10000, about 4 MB), chunked (the large answer without Content-Length), "+
+		"coalesced (the large answer, every call for the same user), large-all (large, chunked and coalesced) or all")
 	fs.DurationVar(&cfg.C1Duration, "c1-duration", cfg.C1Duration, "measured window per target, small scenario at concurrency 1 (latency)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window per target, small scenario at -concurrency (throughput)")
 	fs.DurationVar(&cfg.LargeDuration, "large-duration", cfg.LargeDuration, "measured window per target, large scenario")
@@ -128,8 +132,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 
 func (c config) validate() error {
 	switch {
-	case c.Scenario != "small" && c.Scenario != "large" && c.Scenario != "all":
-		return fmt.Errorf("-scenario %q: want small, large or all", c.Scenario)
+	case !slices.Contains([]string{"small", "large", "chunked", "coalesced", "large-all", "all"}, c.Scenario):
+		return fmt.Errorf("-scenario %q: want small, large, chunked, coalesced, large-all or all", c.Scenario)
 	case c.C1Duration <= 0 || c.Duration <= 0 || c.LargeDuration <= 0:
 		return errors.New("-c1-duration, -duration and -large-duration must be positive")
 	case c.Warmup < 0:
@@ -153,11 +157,22 @@ func (c config) windows() []window {
 			window{Scenario: "small", Kind: "latency", Token: smallToken, Concurrency: 1, Duration: c.C1Duration},
 			window{Scenario: "small", Kind: "throughput", Token: smallToken, Concurrency: c.Concurrency, Duration: c.Duration})
 	}
-	if c.Scenario == "large" || c.Scenario == "all" {
+	many := c.Scenario == "large-all" || c.Scenario == "all"
+	if c.Scenario == "large" || many {
 		ws = append(ws, window{Scenario: "large", Kind: "throughput", Token: largeToken, Concurrency: c.LargeConcurrency, Duration: c.LargeDuration})
 	}
+	if c.Scenario == "chunked" || many {
+		// The same answer sent chunked, as a proxy in front of Plaid may send it: the
+		// service learns its size only as it arrives.
+		ws = append(ws, window{Scenario: "chunked", Kind: "throughput", Token: chunkedToken, Concurrency: c.LargeConcurrency, Duration: c.LargeDuration})
+	}
+	if c.Scenario == "coalesced" || many {
+		// -large-concurrency identical calls in flight: they share one Plaid request and
+		// one answer.
+		ws = append(ws, window{Scenario: "coalesced", Kind: "throughput", Token: largeToken, SameUser: true, Concurrency: c.LargeConcurrency, Duration: c.LargeDuration})
+	}
 	for i := range ws {
-		ws[i].SameUser = c.SameUser
+		ws[i].SameUser = ws[i].SameUser || c.SameUser
 	}
 	return ws
 }
@@ -167,6 +182,7 @@ func (c config) windows() []window {
 const (
 	smallToken     = "user-sandbox-example"
 	largeToken     = "user-sandbox-sessions-10000"
+	chunkedToken   = emulator.ChunkedTokenPrefix + "sessions-10000"
 	largeSessions  = 10000
 	measureTimeout = time.Minute // bound on one call
 )

@@ -112,7 +112,7 @@ var columns = []string{"target", "calls", "req/s", "p50", "p99", "errors",
 	"service CPU/call", "emulator CPU/call", "loadgen CPU/call", "CPU ours", "CPU others", "service peak RSS", "emulator peak RSS"}
 
 func cells(res result) []string {
-	large := res.Window.Scenario == "large"
+	large := res.Window.Scenario != "small"
 	svcCPU, svcPeak := "-", "-" // direct calls do not reach the service
 	if res.Target != targetDirect {
 		svcCPU, svcPeak = cpuPerCall(res.perCall(res.ServiceCPU), large), bytesIEC(res.ServicePeak)
@@ -145,7 +145,7 @@ func ratios(win window, rows []result) [][]string {
 		return nil
 	}
 	direct, canned, g, rest := by[targetDirect], by[targetCanned], by[targetGRPC], by[targetREST]
-	large := win.Scenario == "large"
+	large := win.Scenario != "small"
 	added := func(res result, p float64) string {
 		d := percentile(res.Latencies, p) - percentile(direct.Latencies, p)
 		if d < 0 {

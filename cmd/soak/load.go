@@ -47,12 +47,16 @@ const (
 	hotToken                       // the one token many calls share, so that they coalesce
 	unknownToken                   // a user the emulator does not know: the caller's error
 	uniqueToken                    // generated sessions, varied so that calls rarely coalesce
+	failingToken                   // the one user whose every call fails (-failing-user-share)
 )
 
 // The call mix.
 var (
 	fixtureTokens = []string{"user-sandbox-example", "user-sandbox-full", "user-sandbox-zero", "user-sandbox-sessions-50"}
 	hotUserToken  = "user-sandbox-sessions-200"
+	// failingUserToken is a user Plaid answers API_ERROR/INTERNAL_SERVER_ERROR (HTTP 500)
+	// on every call, while everybody else is served.
+	failingUserToken = "user-sandbox-error-API_ERROR-INTERNAL_SERVER_ERROR"
 )
 
 const (
@@ -74,14 +78,19 @@ type call struct {
 type callMix struct {
 	rng      *rand.Rand
 	unknowns int
+	failing  float64 // share of calls for failingUserToken, before the rest of the mix
 }
 
-func newCallMix(seed uint64) *callMix {
-	return &callMix{rng: rand.New(rand.NewPCG(seed, seed^0x5eed5eed5eed5eed))}
+func newCallMix(seed uint64, failingShare float64) *callMix {
+	return &callMix{rng: rand.New(rand.NewPCG(seed, seed^0x5eed5eed5eed5eed)), failing: failingShare}
 }
 
 func (m *callMix) next() call {
 	c := call{transport: transport(m.rng.IntN(2))}
+	if m.failing > 0 && m.rng.Float64() < m.failing {
+		c.class, c.token = failingToken, failingUserToken
+		return c
+	}
 	switch p := m.rng.Float64(); {
 	case p < fixtureShare:
 		c.class, c.token = fixtureToken, fixtureTokens[m.rng.IntN(len(fixtureTokens))]
@@ -249,6 +258,7 @@ type tally struct {
 	byTrans  [2]int64
 
 	good, goodFailed                       int64
+	failing, failingFast                   int64
 	unknown, unknownCaller, unknownTransit int64
 	goodLatencies, goodSuccessLatencies    []time.Duration
 }
@@ -266,6 +276,15 @@ func (t *tally) record(c call, r result) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.byTrans[c.transport]++
+	if c.class == failingToken {
+		// Neither a good token nor a caller error: counted apart, so that the good-token
+		// figures compare with a run without this user.
+		t.failing++
+		if r.latency < 10*time.Millisecond {
+			t.failingFast++
+		}
+		return
+	}
 	o := t.outcomes[r.label]
 	if o == nil {
 		o = &outcomeCount{label: r.label, expectedForUnknown: r.caller || r.transit}
@@ -329,7 +348,7 @@ func sendLoad(ctx context.Context, cfg config, cl *clients, t *tally) loadResult
 		})
 	}
 
-	mix := newCallMix(cfg.Seed)
+	mix := newCallMix(cfg.Seed, cfg.FailingShare)
 	tick := max(time.Second/time.Duration(cfg.Rate), time.Millisecond)
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()

@@ -66,7 +66,11 @@ type config struct {
 	MaxCalls    int64         // load stops after this many calls even before Duration
 	Faults      emulator.Faults
 	Seed        uint64 // seeds the emulator's faults and the call mix
-	Quiet       bool   // no progress lines
+	// FailingShare is the share of calls for one user whose every call fails (Plaid's
+	// 500 for that user), on top of the mix: one user's trouble must not raise the
+	// good-token failure rate.
+	FailingShare float64
+	Quiet        bool // no progress lines
 
 	// Executable is the program started as the service, with serviceEnv set; empty
 	// means this one (os.Executable). Tests leave it empty: the test binary's TestMain
@@ -113,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	faults := fs.String("faults", defaultFaults, "the emulator's random faults, in emulator.ParseFaults syntax (\"none\" for none)")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the emulator's faults and of the call mix (0: random)")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no progress lines")
+	fs.Float64Var(&cfg.FailingShare, "failing-user-share", 0, "share of calls (0 to 0.5) for one hot user whose every call fails, beside the mix")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -130,6 +135,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, errors.New("-rate must be between 1 and 100000")
 	case cfg.Concurrency <= 0 || cfg.Concurrency > 10_000:
 		return config{}, errors.New("-concurrency must be between 1 and 10000")
+	case !(cfg.FailingShare >= 0 && cfg.FailingShare <= 0.5):
+		return config{}, errors.New("-failing-user-share must be between 0 and 0.5")
 	case cfg.MaxCalls <= 0:
 		return config{}, errors.New("-max-calls must be positive")
 	}

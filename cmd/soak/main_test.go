@@ -142,7 +142,7 @@ func TestParseFlags(t *testing.T) {
 
 func TestCallMix(t *testing.T) {
 	const n = 100_000
-	mix := newCallMix(1)
+	mix := newCallMix(1, 0)
 	var byClass [4]int
 	var grpcCalls int
 	unknowns := map[string]bool{}

@@ -21,6 +21,7 @@ type report struct {
 	outcomes                    []outcomeCount // most frequent first
 
 	good, goodFailed                        int64
+	failing, failingFast                    int64 // the failing user's calls, and those answered at once
 	unknown, unknownCaller, unknownTransit  int64
 	goodP50, goodP99, goodMax, okP50, okP99 time.Duration
 	upstreamCalls                           int64
@@ -35,7 +36,7 @@ func newReport(cfg config, load loadResult, t *tally, upstream int64, faults map
 	r := &report{
 		cfg: cfg, load: load,
 		calls: t.good + t.unknown, grpcCalls: t.byTrans[overGRPC], restCalls: t.byTrans[overREST],
-		good: t.good, goodFailed: t.goodFailed,
+		good: t.good, goodFailed: t.goodFailed, failing: t.failing, failingFast: t.failingFast,
 		unknown: t.unknown, unknownCaller: t.unknownCaller, unknownTransit: t.unknownTransit,
 		upstreamCalls: upstream, faults: faults, vitals: vit, stop: stop,
 	}
@@ -109,6 +110,10 @@ func (r *report) print(w io.Writer) {
 		r.calls, r.load.elapsed.Round(time.Millisecond), float64(r.calls)/r.load.elapsed.Seconds(),
 		r.grpcCalls, r.restCalls, r.load.stoppedBy, r.load.dropped)
 	fmt.Fprintf(tw, "good tokens\t%d calls, %d failed: %s\n", r.good, r.goodFailed, percent(r.goodFailed, r.good))
+	if cfg.FailingShare > 0 {
+		fmt.Fprintf(tw, "failing user\t%d calls for %s, every one failing; %d answered in under 10 ms\n",
+			r.failing, failingUserToken, r.failingFast)
+	}
 	fmt.Fprintf(tw, "unknown tokens\t%d calls: %d got their caller error, %d a transient error (an upstream fault), %d something else\n",
 		r.unknown, r.unknownCaller, r.unknownTransit, r.unknownWrong())
 	fmt.Fprintf(tw, "latency, good tokens\tp50 %s, p99 %s, max %s; successful calls only: p50 %s, p99 %s\n",
@@ -155,6 +160,12 @@ func (r *report) printMarkdown(w io.Writer) {
 		{"load", fmt.Sprintf("%s at %d calls/s, %d in flight at most: %d calls, half gRPC, half REST", r.loadDuration(), cfg.Rate, cfg.Concurrency, r.calls)},
 		{"Plaid (emulator)", fmt.Sprintf("fails %s of requests: `%s`", percentFloat(faultRate(cfg)), cfg.Faults)},
 		{"good-token calls that failed", fmt.Sprintf("%s (%d of %d)", percent(r.goodFailed, r.good), r.goodFailed, r.good)},
+	}
+	if cfg.FailingShare > 0 {
+		rows = append(rows, [2]string{"one failing user", fmt.Sprintf("%d calls (%s of all), every one failing; %d answered in under 10 ms",
+			r.failing, percentFloat(cfg.FailingShare), r.failingFast)})
+	}
+	rows = append(rows, [][2]string{
 		{"unknown-token calls", fmt.Sprintf("%d of %d got NotFound / 400 `INVALID_USER_TOKEN`; %d a transient error; %d anything else",
 			r.unknownCaller, r.unknown, r.unknownTransit, r.unknownWrong())},
 		{"latency, good-token calls", fmt.Sprintf("p50 %s, p99 %s", ms(r.goodP50), ms(r.goodP99))},
@@ -162,7 +173,7 @@ func (r *report) printMarkdown(w io.Writer) {
 		{"service RSS", r.memoryLine()},
 		{"service goroutines", r.goroutinesLine()},
 		{"stop on SIGTERM", r.stopLine()},
-	}
+	}...)
 	fmt.Fprintln(w, "| soak | result |")
 	fmt.Fprintln(w, "|---|---|")
 	for _, row := range rows {
@@ -202,8 +213,9 @@ func (r *report) guardLine() string {
 		return "not reported (the service did not stop cleanly)"
 	}
 	return fmt.Sprintf("%d calls: %d coalesced into another; %d Plaid attempts, %d of them retries; "+
-		"%d retries refused by the budget; %d fast-failed by the open circuit; %d refused as overloaded",
-		g.Calls, g.Coalesced, g.Attempts, g.Retries, g.RetryBudgetEmpty, g.FastFailed, g.Overloaded)
+		"%d retries refused by the budget; %d fast-failed by the open circuit; %d refused as overloaded; "+
+		"%d answered from memory (their user kept failing)",
+		g.Calls, g.Coalesced, g.Attempts, g.Retries, g.RetryBudgetEmpty, g.FastFailed, g.Overloaded, g.Isolated)
 }
 
 func (r *report) stopLine() string {

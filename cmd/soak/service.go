@@ -52,6 +52,7 @@ type guardStats struct {
 	RetryBudgetEmpty int64 `json:"retry_budget_empty"`
 	Overloaded       int64 `json:"overloaded"`
 	FastFailed       int64 `json:"fast_failed"`
+	Isolated         int64 `json:"isolated"`
 }
 
 // serviceMain is the child's main: it serves until SIGTERM, or until its stdin closes
@@ -108,7 +109,7 @@ func runService(ctx context.Context, getenv func(string) string, stdin io.Reader
 	st := a.Guard().Stats()
 	line, err = json.Marshal(exitLine{Guard: guardStats{
 		Calls: st.Calls, Coalesced: st.Coalesced, Attempts: st.Attempts, Retries: st.Retries,
-		RetryBudgetEmpty: st.RetryBudgetEmpty, Overloaded: st.Overloaded, FastFailed: st.FastFailed,
+		RetryBudgetEmpty: st.RetryBudgetEmpty, Overloaded: st.Overloaded, FastFailed: st.FastFailed, Isolated: st.Isolated,
 	}})
 	if err != nil {
 		return err

@@ -33,8 +33,9 @@ func TestFailureMemoryIsBounded(t *testing.T) {
 	now := time.Now()
 	for i := range 1000 {
 		u := keyOf(plaid.Request{UserToken: "user-" + strconv.Itoa(i)})
-		g.users.callEnded(u, failure, KindPlaidError, now)
-		g.users.callEnded(u, failure, KindPlaidError, now)
+		for range 3 {
+			g.users.callEnded(u, failure, KindPlaidError, now)
+		}
 	}
 	assert.Len(t, g.users.users, 100)
 	assert.Equal(t, 100, g.users.isolated(now))
