@@ -1,7 +1,13 @@
 package resilience
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,4 +45,41 @@ func TestFailureMemoryIsBounded(t *testing.T) {
 	}
 	assert.Len(t, g.users.users, 100)
 	assert.Equal(t, 100, g.users.isolated(now))
+}
+
+// Answers that are bad for one user are that user's problem, never the breaker's; a
+// connection failure is everybody's; Plaid's 5xx is the upstream's the first time for
+// a user and the user's after.
+func TestFailuresAreScopedByKind(t *testing.T) {
+	var heard []string
+	g := New(nil, Config{})
+	g.OnUpstreamFailure = func(k Kind, s Scope) { heard = append(heard, string(k)+"/"+string(s)) }
+	u := keyOf(plaid.Request{UserToken: "someone"})
+	var scoped *userScoped
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{&plaid.ProtocolError{HTTPStatus: 200, Reason: "the success body is not a credit sessions response"}, "bad_answer/user"},
+		{&plaid.ProtocolError{HTTPStatus: 200, Reason: "a body over the limit", Err: plaid.ErrTooLarge}, "too_large/user"},
+		{fmt.Errorf("plaid: %w to read the response: %w", plaid.ErrWaitingForMemory, context.DeadlineExceeded), "memory_wait/user"},
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, "connection/upstream"},
+	} {
+		heard = nil
+		err := g.account(u, tt.err)
+		assert.Equal(t, []string{tt.want}, heard, "%v", tt.err)
+		assert.Equal(t, strings.HasSuffix(tt.want, "/user"), errors.As(err, &scoped), "%v", tt.err)
+	}
+
+	other := keyOf(plaid.Request{UserToken: "someone else"})
+	plaid500 := &plaid.Error{HTTPStatus: 500, ErrorType: "API_ERROR", ErrorCode: "INTERNAL_SERVER_ERROR"}
+	heard = nil
+	require.False(t, errors.As(g.account(other, plaid500), &scoped), "a first failure counts for the breaker")
+	require.True(t, errors.As(g.account(other, plaid500), &scoped), "the same user's next one does not")
+	assert.Equal(t, []string{"plaid_error/upstream", "plaid_error/user"}, heard)
+
+	rateLimited := &plaid.Error{HTTPStatus: 429, ErrorType: "RATE_LIMIT_EXCEEDED", ErrorCode: "RATE_LIMIT"}
+	heard = nil
+	assert.Same(t, error(rateLimited), g.account(other, rateLimited), "an answer from a healthy Plaid is no failure")
+	assert.Empty(t, heard)
 }
