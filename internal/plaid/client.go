@@ -87,8 +87,7 @@ type Config struct {
 	UserAgent string
 	// Admit, if set, is called with the size of each response body before the body is
 	// read, with the call's context; it may wait. When the size is not announced, it is
-	// called as the body arrives, before each doubling of the buffer, with the bytes the
-	// buffer grows by. Its error ends the call, wrapping ErrWaitingForMemory. The service bounds the memory of large answers in
+	// called as the body arrives, with each 256 KiB the body grows by past the first. Its error ends the call, wrapping ErrWaitingForMemory. The service bounds the memory of large answers in
 	// flight with it (see package membudget).
 	Admit func(ctx context.Context, bodyBytes int64) error `json:"-"`
 }
@@ -256,51 +255,70 @@ func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
 	return nil
 }
 
-// unsizedFirstRead is the buffer a body of unannounced size starts in: most answers fit.
-const unsizedFirstRead = 32 << 10
+// segmentSize is the piece a body of unannounced size is read in.
+const segmentSize = 256 << 10
+
+// segments are the pieces bodies of unannounced size are read into, kept for the next
+// such body: reading one then costs no garbage beyond the body's own buffer, as when its
+// size is announced.
+var segments = sync.Pool{New: func() any { b := make([]byte, segmentSize); return &b }}
 
 // readUnsized reads a body whose size was not announced (chunked, or ended by closing
-// the connection) into buf. The buffer doubles as bytes arrive, and each doubling is
-// admitted first, so the answer-memory budget applies while the body is read, not after
-// it has all been buffered; it never grows past max+1 bytes.
+// the connection) into buf. It reads into 256 KiB segments, admitting each before
+// filling it (from the second on: a body that fits one passes as a small one would), so
+// that the answer-memory budget applies as the body arrives rather than once it is all
+// in memory, and no more than max+1 bytes are ever read. At the end the segments are
+// copied into buf, sized to the body, and go back to the pool: the body costs what it
+// would have with a Content-Length, and one copy.
 func readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.Response, max int64,
 	admit func(context.Context, int64) error) error {
-	b := buf.Bytes()[:0]
-	if cap(b) > unsizedFirstRead {
-		b = b[:0:unsizedFirstRead] // what lies beyond was never admitted
-	} else if cap(b) < unsizedFirstRead {
-		b = make([]byte, 0, unsizedFirstRead)
-	}
-	var admitted int64
+	var segs []*[]byte
+	defer func() {
+		for _, seg := range segs {
+			segments.Put(seg)
+		}
+	}()
+	var total int64
+	fill := 0 // bytes in the last segment
 	for {
-		if len(b) == cap(b) {
-			if int64(len(b)) > max {
-				return tooLarge(resp, max)
-			}
-			grown := min(2*int64(cap(b)), max+1)
-			if admit != nil {
-				if err := admit(ctx, grown-admitted); err != nil {
+		if len(segs) == 0 || fill == segmentSize {
+			if admit != nil && len(segs) > 0 {
+				n := min(segmentSize, max+1-total) // the most this segment will hold
+				if len(segs) == 1 {
+					n += segmentSize // and the first, unadmitted until now
+				}
+				if err := admit(ctx, n); err != nil {
 					return fmt.Errorf("plaid: credit sessions get: %w to read the rest of the response: %w", ErrWaitingForMemory, err)
 				}
-				admitted = grown
 			}
-			next := make([]byte, len(b), grown)
-			copy(next, b)
-			b = next
+			segs = append(segs, segments.Get().(*[]byte))
+			fill = 0
 		}
-		n, err := resp.Body.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if int64(len(b)) > max {
+		seg := *segs[len(segs)-1]
+		room := min(int64(segmentSize-fill), max+1-total)
+		n, err := resp.Body.Read(seg[fill : fill+int(room)])
+		fill += n
+		total += int64(n)
+		if total > max {
 			return tooLarge(resp, max)
 		}
 		if err == io.EOF {
-			*buf = *bytes.NewBuffer(b)
-			return nil
+			break
 		}
 		if err != nil {
 			return readError(resp, err)
 		}
 	}
+	buf.Reset()
+	buf.Grow(int(total))
+	for i, seg := range segs {
+		if i == len(segs)-1 {
+			buf.Write((*seg)[:fill])
+		} else {
+			buf.Write(*seg)
+		}
+	}
+	return nil
 }
 
 func readError(resp *http.Response, err error) error {

@@ -463,16 +463,16 @@ func TestCreditSessionsGetAdmitsChunkedBodiesAsTheyArrive(t *testing.T) {
 	admitted := make(chan int64, 100)
 	chunked := serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"request_id":"r1","sessions":[],"pad":"`+strings.Repeat("x", 100<<10))
+		_, _ = io.WriteString(w, `{"request_id":"r1","sessions":[],"pad":"`+strings.Repeat("x", 300<<10))
 		w.(http.Flusher).Flush()
-		// The rest only once the client admitted more than the first buffer: the budget
+		// The rest only once the client admitted more than its first piece: the budget
 		// applies while the body arrives, not after.
 		select {
 		case <-admitted:
 		case <-time.After(5 * time.Second):
 			return
 		}
-		_, _ = io.WriteString(w, strings.Repeat("x", pad-100<<10)+`"}`)
+		_, _ = io.WriteString(w, strings.Repeat("x", pad-300<<10)+`"}`)
 	}))
 	var sizes []int64
 	admit := func(_ context.Context, n int64) error {
@@ -493,7 +493,7 @@ func TestCreditSessionsGetAdmitsChunkedBodiesAsTheyArrive(t *testing.T) {
 		total += n
 	}
 	assert.GreaterOrEqual(t, total, int64(pad), "every byte held was admitted")
-	assert.LessOrEqual(t, total, int64(2*pad+64<<10), "the buffer at most doubles past the body")
+	assert.LessOrEqual(t, total, int64(pad+256<<10+1024), "at most one 256 KiB piece past the body")
 
 	// The limit holds however the body arrives.
 	c, err = plaid.NewClient(plaid.Config{BaseURL: chunked, Credentials: testCredentials, Admit: admit, MaxResponseBytes: 512 << 10})
