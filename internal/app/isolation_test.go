@@ -118,8 +118,20 @@ func TestOneFailingUserDoesNotDenyOthers(t *testing.T) {
 				for w := range concurrency {
 					wg.Go(func() {
 						for i := w; i < calls; i += concurrency {
-							_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: bad.token})
-							badCodes.Store(status.Code(err), true)
+							if i%2 == 0 {
+								_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: bad.token})
+								badCodes.Store(status.Code(err), true)
+								continue
+							}
+							req, err := http.NewRequest(http.MethodPost, s.rest+"/credit/sessions/get", strings.NewReader(`{"user_token":"`+bad.token+`"}`))
+							if err != nil {
+								continue
+							}
+							req.Header.Set("Content-Type", "application/json")
+							if resp, err := http.DefaultClient.Do(req); err == nil {
+								badCodes.Store(resp.StatusCode, true)
+								_ = resp.Body.Close()
+							}
 						}
 					})
 				}
@@ -138,8 +150,14 @@ func TestOneFailingUserDoesNotDenyOthers(t *testing.T) {
 				assert.LessOrEqual(t, badAttempts, int64(isolateAfter*maxAttempts),
 					"the failing user cost Plaid at most %d calls of %d attempts, then none", isolateAfter, maxAttempts)
 				assert.Equal(t, "closed", s.app.Guard().BreakerState().String())
-				_, fastFailed := badCodes.Load(codes.Unavailable)
-				assert.True(t, fastFailed)
+				_, grpcFailed := badCodes.Load(codes.Unavailable)
+				assert.True(t, grpcFailed)
+				badCodes.Range(func(k, _ any) bool {
+					if httpStatus, ok := k.(int); ok {
+						assert.GreaterOrEqual(t, httpStatus, 500, "the failing user's REST calls get a 5xx")
+					}
+					return true
+				})
 
 				// What the failing user hears now: Unavailable with a RetryInfo (REST: a
 				// 5xx with Retry-After, and Plaid's own body when Plaid sent one).
