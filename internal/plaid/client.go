@@ -100,6 +100,9 @@ type Client struct {
 	maxBody   int64
 	userAgent string
 	admit     func(context.Context, int64) error
+	// growing lets one body of unannounced size at a time grow past its first piece
+	// under Admit; see readUnsized.
+	growing chan struct{}
 }
 
 // String describes the client without its secret. Without it, fmt would print the
@@ -130,6 +133,7 @@ func NewClient(cfg Config) (*Client, error) {
 		maxBody:   cfg.MaxResponseBytes,
 		userAgent: cfg.UserAgent,
 		admit:     cfg.Admit,
+		growing:   make(chan struct{}, 1),
 	}
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxResponseBytes
@@ -214,7 +218,7 @@ func (c *Client) CreditSessionsGet(ctx context.Context, r Request) (*creditv1.Cr
 		if err := readBody(buf, resp, c.maxBody); err != nil {
 			return nil, err
 		}
-	} else if err := readUnsized(ctx, buf, resp, c.maxBody, c.admit); err != nil {
+	} else if err := c.readUnsized(ctx, buf, resp); err != nil {
 		return nil, err
 	}
 	switch {
@@ -270,12 +274,22 @@ var segments = sync.Pool{New: func() any { b := make([]byte, segmentSize); retur
 // in memory, and no more than max+1 bytes are ever read. At the end the segments are
 // copied into buf, sized to the body, and go back to the pool: the body costs what it
 // would have with a Content-Length, and one copy.
-func readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.Response, max int64,
-	admit func(context.Context, int64) error) error {
+//
+// One such body at a time grows past its first piece: the others wait for their turn
+// holding one piece each. Calls growing their reservations together could each hold part
+// of the budget and all wait for more; the budget breaks that by having a waiter give
+// back what it holds, but its pieces stay in memory, uncounted, so twenty such waiters
+// would hold twenty partial bodies outside the budget.
+func (c *Client) readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.Response) error {
+	max, admit := c.maxBody, c.admit
 	var segs []*[]byte
+	turn := false
 	defer func() {
 		for _, seg := range segs {
 			segments.Put(seg)
+		}
+		if turn {
+			<-c.growing
 		}
 	}()
 	var total int64
@@ -283,6 +297,14 @@ func readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.Response, ma
 	for {
 		if len(segs) == 0 || fill == segmentSize {
 			if admit != nil && len(segs) > 0 {
+				if !turn {
+					select {
+					case c.growing <- struct{}{}:
+						turn = true
+					case <-ctx.Done():
+						return fmt.Errorf("plaid: credit sessions get: %w to read the rest of the response: %w", ErrWaitingForMemory, ctx.Err())
+					}
+				}
 				n := min(segmentSize, max+1-total) // the most this segment will hold
 				if len(segs) == 1 {
 					n += segmentSize // and the first, unadmitted until now
