@@ -29,6 +29,8 @@ const (
 	KindCutShort Kind = "cut_short"
 	// KindPlaidError: Plaid's error body saying Plaid failed (API_ERROR, or a 5xx).
 	KindPlaidError Kind = "plaid_error"
+	// KindMaintenance: Plaid's PLANNED_MAINTENANCE: Plaid's for everybody, by definition.
+	KindMaintenance Kind = "maintenance"
 	// KindEdge5xx: a 5xx page that is not Plaid's JSON (a load balancer's HTML).
 	KindEdge5xx Kind = "edge_5xx"
 	// KindBadAnswer: an answer that is not a response (a 200 that does not decode).
@@ -40,7 +42,7 @@ const (
 )
 
 // Kinds lists every Kind, for metrics that want all their series from the start.
-var Kinds = []Kind{KindConnection, KindTimeout, KindCutShort, KindPlaidError, KindEdge5xx, KindBadAnswer, KindTooLarge, KindMemoryWait}
+var Kinds = []Kind{KindConnection, KindMaintenance, KindTimeout, KindCutShort, KindPlaidError, KindEdge5xx, KindBadAnswer, KindTooLarge, KindMemoryWait}
 
 // Scope says whose trouble a failure is: one user's, or the upstream's.
 type Scope string
@@ -66,6 +68,9 @@ func classify(err error) (Kind, bool) {
 	case errors.Is(err, plaid.ErrWaitingForMemory):
 		return KindMemoryWait, true
 	case errors.As(err, &pe):
+		if pe.ErrorType == "API_ERROR" && pe.ErrorCode == "PLANNED_MAINTENANCE" {
+			return KindMaintenance, true
+		}
 		if pe.ErrorType == "API_ERROR" || (pe.HTTPStatus >= 500 && pe.ErrorType != "RATE_LIMIT_EXCEEDED") {
 			return KindPlaidError, true
 		}
@@ -102,11 +107,15 @@ func userOnly(k Kind) bool {
 	return k == KindBadAnswer || k == KindTooLarge || k == KindMemoryWait
 }
 
+// everybody's reports whether a kind of failure is never one user's: the breaker counts
+// every one of them, and no user is isolated for them.
+func everybodys(k Kind) bool { return k == KindConnection || k == KindMaintenance }
+
 // isolating reports whether a failed call of this kind moves its user towards being
-// answered from memory. Connection failures are everybody's (the breaker's business);
-// waiting for memory is this service's load, not the user's answer.
+// answered from memory. Connection failures and maintenance are everybody's (the
+// breaker's business); waiting for memory is this service's load, not the user's answer.
 func isolating(k Kind) bool {
-	return k != KindConnection && k != KindMemoryWait && k != ""
+	return !everybodys(k) && k != KindMemoryWait && k != ""
 }
 
 // userKey names a user in the failure memory: a hash of the credentials' client id and

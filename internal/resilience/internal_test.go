@@ -64,6 +64,8 @@ func TestFailuresAreScopedByKind(t *testing.T) {
 		{&plaid.ProtocolError{HTTPStatus: 200, Reason: "a body over the limit", Err: plaid.ErrTooLarge}, "too_large/user"},
 		{fmt.Errorf("plaid: %w to read the response: %w", plaid.ErrWaitingForMemory, context.DeadlineExceeded), "memory_wait/user"},
 		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, "connection/upstream"},
+		{&plaid.Error{HTTPStatus: 503, ErrorType: "API_ERROR", ErrorCode: "PLANNED_MAINTENANCE"}, "maintenance/upstream"},
+		{&plaid.Error{HTTPStatus: 503, ErrorType: "API_ERROR", ErrorCode: "PLANNED_MAINTENANCE"}, "maintenance/upstream"},
 	} {
 		heard = nil
 		err := g.account(u, tt.err)

@@ -321,7 +321,7 @@ func (g *Guard) attempt(ctx context.Context, c call) (*creditv1.CreditSessionsGe
 
 // account decides whose trouble a failed attempt is. A bad answer (one that does not
 // decode, or is too large) or a wait for answer memory is always the user's. A
-// connection failure is always the upstream's. Anything else (Plaid's 5xx, an edge's
+// connection failure or Plaid's PLANNED_MAINTENANCE is always the upstream's. Anything else (Plaid's 5xx, an edge's
 // HTML 5xx, a timeout, a body cut short) is the upstream's the first time for a user,
 // and the user's while that user's failure is remembered: so the breaker counts such
 // failures across distinct users, and one user failing again and again cannot open it.
@@ -333,10 +333,10 @@ func (g *Guard) account(u userKey, err error) error {
 	}
 	now := time.Now()
 	scope := ScopeUpstream
-	if userOnly(kind) || (kind != KindConnection && g.users.failing(u, now)) {
+	if userOnly(kind) || (!everybodys(kind) && g.users.failing(u, now)) {
 		scope = ScopeUser
 	}
-	if kind != KindConnection {
+	if !everybodys(kind) {
 		g.users.attemptFailed(u, now)
 	}
 	if g.OnUpstreamFailure != nil {
