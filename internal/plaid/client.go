@@ -87,8 +87,9 @@ type Config struct {
 	UserAgent string
 	// Admit, if set, is called with the size of each response body before the body is
 	// read, with the call's context; it may wait. When the size is not announced, it is
-	// called as the body arrives, with each 256 KiB the body grows by past the first. Its error ends the call, wrapping ErrWaitingForMemory. The service bounds the memory of large answers in
-	// flight with it (see package membudget).
+	// called as the body arrives, with each 64 KiB the body grows by past the first. Its
+	// error ends the call, wrapping ErrWaitingForMemory. The service bounds the memory of
+	// large answers in flight with it (see package membudget).
 	Admit func(ctx context.Context, bodyBytes int64) error `json:"-"`
 }
 
@@ -259,8 +260,12 @@ func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
 	return nil
 }
 
-// segmentSize is the piece a body of unannounced size is read in.
-const segmentSize = 256 << 10
+// segmentSize is the piece a body of unannounced size is read in; growAlone is the size
+// past which one such body at a time grows (see readUnsized).
+const (
+	segmentSize = 64 << 10
+	growAlone   = 256 << 10
+)
 
 // segments are the pieces bodies of unannounced size are read into, kept for the next
 // such body: reading one then costs no garbage beyond the body's own buffer, as when its
@@ -268,15 +273,15 @@ const segmentSize = 256 << 10
 var segments = sync.Pool{New: func() any { b := make([]byte, segmentSize); return &b }}
 
 // readUnsized reads a body whose size was not announced (chunked, or ended by closing
-// the connection) into buf. It reads into 256 KiB segments, admitting each before
+// the connection) into buf. It reads into 64 KiB segments, admitting each before
 // filling it (from the second on: a body that fits one passes as a small one would), so
 // that the answer-memory budget applies as the body arrives rather than once it is all
 // in memory, and no more than max+1 bytes are ever read. At the end the segments are
 // copied into buf, sized to the body, and go back to the pool: the body costs what it
 // would have with a Content-Length, and one copy.
 //
-// One such body at a time grows past its first piece: the others wait for their turn
-// holding one piece each. Calls growing their reservations together could each hold part
+// One such body at a time grows past 256 KiB: the others wait for their turn holding
+// what they read so far. Calls growing their reservations together could each hold part
 // of the budget and all wait for more; the budget breaks that by having a waiter give
 // back what it holds, but its pieces stay in memory, uncounted, so twenty such waiters
 // would hold twenty partial bodies outside the budget.
@@ -297,7 +302,7 @@ func (c *Client) readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.
 	for {
 		if len(segs) == 0 || fill == segmentSize {
 			if admit != nil && len(segs) > 0 {
-				if !turn {
+				if !turn && total >= growAlone {
 					select {
 					case c.growing <- struct{}{}:
 						turn = true
