@@ -260,12 +260,8 @@ func readBody(buf *bytes.Buffer, resp *http.Response, max int64) error {
 	return nil
 }
 
-// segmentSize is the piece a body of unannounced size is read in; growAlone is the size
-// past which one such body at a time grows (see readUnsized).
-const (
-	segmentSize = 64 << 10
-	growAlone   = 256 << 10
-)
+// segmentSize is the piece a body of unannounced size is read in.
+const segmentSize = 64 << 10
 
 // segments are the pieces bodies of unannounced size are read into, kept for the next
 // such body: reading one then costs no garbage beyond the body's own buffer, as when its
@@ -280,8 +276,9 @@ var segments = sync.Pool{New: func() any { b := make([]byte, segmentSize); retur
 // copied into buf, sized to the body, and go back to the pool: the body costs what it
 // would have with a Content-Length, and one copy.
 //
-// One such body at a time grows past 256 KiB: the others wait for their turn holding
-// what they read so far. Calls growing their reservations together could each hold part
+// One such body at a time grows past its first piece, from its first reservation on: the
+// others wait for their turn holding that piece, and no reservation. (Taking the turn any
+// later would let waiters hold reservations the one growing may be waiting for.) Calls growing their reservations together could each hold part
 // of the budget and all wait for more; the budget breaks that by having a waiter give
 // back what it holds, but its pieces stay in memory, uncounted, so twenty such waiters
 // would hold twenty partial bodies outside the budget.
@@ -302,7 +299,7 @@ func (c *Client) readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.
 	for {
 		if len(segs) == 0 || fill == segmentSize {
 			if admit != nil && len(segs) > 0 {
-				if !turn && total >= growAlone {
+				if !turn {
 					select {
 					case c.growing <- struct{}{}:
 						turn = true
