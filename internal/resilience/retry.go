@@ -50,6 +50,11 @@ func suggestedDelay(err error) time.Duration {
 // deadline (deadline returns the zero time when there is none). How the call ended
 // goes to the failure memory of its user.
 func (g *Guard) retrying(ctx context.Context, c call, deadline func() time.Time) (*creditv1.CreditSessionsGetResponse, error) {
+	// Asked again: the user may have been isolated since this call was admitted, by an
+	// identical call that ended in between.
+	if isolated, _ := g.users.admit(c.user, time.Now()); isolated != nil {
+		return nil, isolated
+	}
 	resp, err := g.retry(ctx, c, deadline)
 	if ctx.Err() == nil { // a call its caller ended says nothing about the user
 		kind, _ := classify(err)
