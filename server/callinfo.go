@@ -16,6 +16,7 @@ type callInfo struct {
 	requestID string // Plaid's
 	tokenHash string // never the token itself
 	clientID  string // the Plaid client id the call used, in caller-keys mode
+	caller    string // the authenticated caller's identity
 }
 
 type callInfoKey struct{}
@@ -28,6 +29,14 @@ func withCallInfo(ctx context.Context) (context.Context, *callInfo) {
 func callInfoFrom(ctx context.Context) *callInfo {
 	ci, _ := ctx.Value(callInfoKey{}).(*callInfo)
 	return ci
+}
+
+// NoteCaller names the call's authenticated caller (a SPIFFE ID, a DNS name, a
+// certificate subject or a token's sub) for its log line.
+func NoteCaller(ctx context.Context, identity string) {
+	if ci := callInfoFrom(ctx); ci != nil {
+		ci.caller = identity
+	}
 }
 
 // TokenHash is a short, stable, one-way name for a user token, so logs can tell calls
@@ -52,20 +61,22 @@ func transportOf(ctx context.Context) string {
 }
 
 // callerOf names the caller for the logs: its address and user agent. REST calls carry
-// them as grpc-gateway's x-forwarded-for and grpcgateway-user-agent metadata.
+// them as grpc-gateway's x-forwarded-for and grpcgateway-user-agent metadata; on a gRPC
+// call those keys are the caller's own invention, and not believed.
 func callerOf(ctx context.Context) (addr, userAgent string) {
 	// ValueFromIncomingContext, not FromIncomingContext: that copies all the metadata.
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
-	if v := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for"); len(v) > 0 {
+	rest := transportOf(ctx) == "rest"
+	if v := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for"); rest && len(v) > 0 {
 		addr = v[0]
 	}
 	if host, _, err := net.SplitHostPort(addr); err == nil {
 		addr = host
 	}
 	userAgent = first(metadata.ValueFromIncomingContext(ctx, "user-agent"))
-	if v := metadata.ValueFromIncomingContext(ctx, "grpcgateway-user-agent"); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, "grpcgateway-user-agent"); rest && len(v) > 0 {
 		userAgent = v[0]
 	}
 	return addr, userAgent

@@ -42,7 +42,8 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 }
 
 // logCalls writes one line per call: method, transport, code, latency, Plaid's request
-// id, the caller's address and user agent, and a short hash of the user token. Requests,
+// id, the caller's address, identity (once authenticated) and user agent, and a short
+// hash of the user token. Requests,
 // responses and metadata are never logged: they carry user tokens and secrets.
 func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -69,6 +70,9 @@ func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 			slog.String("user_agent", userAgent),
 			slog.String("user_token_sha256", ci.tokenHash),
 		)
+		if ci.caller != "" {
+			attrs = append(attrs, slog.String("caller_identity", ci.caller))
+		}
 		if ci.clientID != "" {
 			attrs = append(attrs, slog.String("plaid_client_id", ci.clientID))
 		}

@@ -165,6 +165,9 @@ type Options struct {
 	// Interceptors run after the service's own (recovery, logging), in order, on gRPC
 	// and REST calls alike.
 	Interceptors []grpc.UnaryServerInterceptor
+	// StreamInterceptors run on streaming calls (reflection, and streams to come), in
+	// order: the stream chain that matches Interceptors.
+	StreamInterceptors []grpc.StreamServerInterceptor
 	// ServerOptions are passed to grpc.NewServer.
 	ServerOptions []grpc.ServerOption
 }
@@ -200,7 +203,8 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 		grpc.NumStreamWorkers(StreamWorkers),
 	}, opts.ServerOptions...)
 	g := &GRPC{
-		Server:      grpc.NewServer(append(serverOptions, grpc.ChainUnaryInterceptor(chain...))...),
+		Server: grpc.NewServer(append(serverOptions, grpc.ChainUnaryInterceptor(chain...),
+			grpc.ChainStreamInterceptor(opts.StreamInterceptors...))...),
 		Health:      health.NewServer(),
 		Interceptor: ChainUnary(chain...),
 		svc:         svc,

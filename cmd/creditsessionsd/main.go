@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/auth"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/observe"
 	"github.com/creditsessions/creditsessions/internal/plaid"
@@ -66,6 +67,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	logFormat := fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
 	credentials := fs.String("plaid-credentials", server.ServiceKeys,
 		"whose Plaid keys calls use: service (PLAID_CLIENT_ID/PLAID_SECRET; callers' keys are ignored) or caller (each call's own, passed through)")
+	var sec auth.Options
+	fs.StringVar(&sec.TLSCert, "tls-cert", "", "PEM `file` of the certificate (chain) both listeners serve; re-read when it changes")
+	fs.StringVar(&sec.TLSKey, "tls-key", "", "PEM `file` of the certificate's private key; re-read when it changes")
+	fs.StringVar(&sec.ClientCA, "client-ca", "", "PEM `file` of the CAs client certificates must chain to (mTLS); re-read when it changes")
+	fs.StringVar(&sec.JWKS, "jwt-jwks", "", "JWKS `file` of the keys bearer JWTs are signed with; re-read when it changes")
+	fs.StringVar(&sec.JWTIssuer, "jwt-issuer", "", "the iss bearer JWTs must carry")
+	fs.StringVar(&sec.JWTAudience, "jwt-audience", "", "the aud bearer JWTs must carry")
+	fs.StringVar(&sec.PolicyFile, "authz-policy", "", "authorization policy `file` (grpc-go authz JSON) for gRPC and REST; re-read when it changes")
+	fs.Float64Var(&sec.CallerRate, "caller-rate", 0, "calls a second each caller may make (0: no quota)")
+	fs.IntVar(&sec.CallerBurst, "caller-burst", 0, "calls a caller may make at once past -caller-rate (0: the rate, at least 1)")
+	allowInsecure := fs.Bool("allow-insecure", false, "serve non-loopback addresses without TLS and caller authentication, and pprof on a non-loopback admin address")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,13 +116,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ShutdownDrain:    *drain,
 		ShutdownGrace:    *grace,
 		Logger:           logger,
+		Security:         sec,
+		AllowInsecure:    *allowInsecure,
 	})
 	if err != nil {
 		return err
 	}
 	if a.EmulatorURL() != "" {
 		logger.Info("no Plaid credentials configured: serving from the embedded Plaid emulator", "emulator_url", a.EmulatorURL())
-		printTryIt(stderr, a)
+		if sec.TLSCert == "" {
+			printTryIt(stderr, a) // its commands are plaintext ones
+		}
 	} else {
 		logger.Info("calling Plaid", "base_url", upstream.BaseURL, "client_id", upstream.Credentials.ClientID)
 	}
@@ -122,7 +138,14 @@ func plaidFromEnv(getenv func(string) string, credentialsMode string) (app.Plaid
 	cfg := app.PlaidConfig{
 		BaseURL:         getenv("PLAID_BASE_URL"),
 		Credentials:     plaid.Credentials{ClientID: getenv("PLAID_CLIENT_ID"), Secret: getenv("PLAID_SECRET")},
+		ClientIDFile:    getenv("PLAID_CLIENT_ID_FILE"),
+		SecretFile:      getenv("PLAID_SECRET_FILE"),
 		CredentialsMode: credentialsMode,
+	}
+	for _, v := range []string{"PLAID_CLIENT_ID", "PLAID_SECRET"} {
+		if getenv(v) != "" && getenv(v+"_FILE") != "" {
+			return cfg, fmt.Errorf("%s and %s_FILE are both set: set one", v, v)
+		}
 	}
 	if credentialsMode != server.ServiceKeys && credentialsMode != server.CallerKeys {
 		return cfg, fmt.Errorf("-plaid-credentials %q: want %s or %s", credentialsMode, server.ServiceKeys, server.CallerKeys)
@@ -140,8 +163,8 @@ func plaidFromEnv(getenv func(string) string, credentialsMode string) (app.Plaid
 		if _, err := plaid.ParseBaseURL(cfg.BaseURL); err != nil {
 			return cfg, fmt.Errorf("PLAID_BASE_URL: %w", err)
 		}
-		if cfg.Credentials == (plaid.Credentials{}) && credentialsMode == server.ServiceKeys {
-			return cfg, errors.New("PLAID_CLIENT_ID and PLAID_SECRET are required with PLAID_ENV or PLAID_BASE_URL")
+		if cfg.Credentials == (plaid.Credentials{}) && cfg.ClientIDFile == "" && cfg.SecretFile == "" && credentialsMode == server.ServiceKeys {
+			return cfg, errors.New("PLAID_CLIENT_ID and PLAID_SECRET are required with PLAID_ENV or PLAID_BASE_URL (or PLAID_CLIENT_ID_FILE and PLAID_SECRET_FILE)")
 		}
 	}
 	return cfg, cfg.Validate()

@@ -45,6 +45,16 @@ func TestPlaidFromEnv(t *testing.T) {
 			wantErr: "set PLAID_ENV or PLAID_BASE_URL"},
 		{name: "API without credentials", vars: map[string]string{"PLAID_ENV": "sandbox"},
 			wantErr: "PLAID_CLIENT_ID and PLAID_SECRET are required"},
+		{name: "credentials from files", vars: map[string]string{"PLAID_ENV": "sandbox", "PLAID_CLIENT_ID_FILE": "/id", "PLAID_SECRET_FILE": "/s"},
+			wantURL: "https://sandbox.plaid.com"},
+		{name: "client id in the environment, secret in a file", vars: map[string]string{"PLAID_ENV": "sandbox", "PLAID_CLIENT_ID": "id", "PLAID_SECRET_FILE": "/s"},
+			wantURL: "https://sandbox.plaid.com"},
+		{name: "secret both ways", vars: map[string]string{"PLAID_ENV": "sandbox", "PLAID_CLIENT_ID": "id", "PLAID_SECRET": "s3cr3t", "PLAID_SECRET_FILE": "/s"},
+			wantErr: "PLAID_SECRET and PLAID_SECRET_FILE are both set"},
+		{name: "client id both ways", vars: map[string]string{"PLAID_ENV": "sandbox", "PLAID_CLIENT_ID": "id", "PLAID_CLIENT_ID_FILE": "/id", "PLAID_SECRET": "s"},
+			wantErr: "PLAID_CLIENT_ID and PLAID_CLIENT_ID_FILE are both set"},
+		{name: "secret file without client id", vars: map[string]string{"PLAID_ENV": "sandbox", "PLAID_SECRET_FILE": "/s"},
+			wantErr: "half set"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,6 +122,23 @@ func TestRunOnTheEmbeddedEmulatorSaysSoAndStopsCleanly(t *testing.T) {
 	assert.Regexp(t, regexp.MustCompile(`grpcurl -plaintext -d '\{"user_token":"user-sandbox-example"\}' 127\.0\.0\.1:\d+ plaid\.credit\.v1\.CreditService/CreditSessionsGet`), logs)
 	assert.Regexp(t, regexp.MustCompile(`curl -s -H 'Content-Type: application/json' -d '\{"user_token":"user-sandbox-example"\}' http://127\.0\.0\.1:\d+/credit/sessions/get`), logs)
 	assert.Contains(t, logs, `"msg":"stopped"`)
+}
+
+func TestRunRefusesToBeExposedByAccident(t *testing.T) {
+	for _, addrs := range [][]string{
+		{"-grpc-addr", "0.0.0.0:0", "-http-addr", "127.0.0.1:0"},
+		{"-grpc-addr", "127.0.0.1:0", "-http-addr", ":0"},
+		{"-grpc-addr", "example.internal:0", "-http-addr", "127.0.0.1:0"},
+	} {
+		t.Run(strings.Join(addrs, " "), func(t *testing.T) {
+			var out lockedBuffer
+			err := run(context.Background(), append(addrs, "-admin-addr", "127.0.0.1:0"), env(nil), &out)
+			require.Error(t, err)
+			for _, flag := range []string{"-tls-cert", "-tls-key", "-client-ca", "-jwt-jwks", "-allow-insecure"} {
+				assert.Contains(t, err.Error(), flag, "the refusal names the flags that fix it")
+			}
+		})
+	}
 }
 
 func TestRunRejectsBadInvocations(t *testing.T) {

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/creditsessions/creditsessions/internal/auth"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/membudget"
 	"github.com/creditsessions/creditsessions/internal/mirror"
@@ -26,6 +28,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Config is everything the service needs to run. Zero values mean the defaults.
@@ -61,6 +64,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Interceptors run on every call, gRPC and REST, after the service's own.
 	Interceptors []grpc.UnaryServerInterceptor
+	// Security is TLS, caller authentication, the authorization policy and per-caller
+	// quotas. Its zero value is none of them, which loopback addresses only allow.
+	Security auth.Options
+	// AllowInsecure lets the gRPC and REST listeners face a network without TLS and
+	// caller authentication, and serves pprof on an admin address that is not loopback.
+	AllowInsecure bool
 }
 
 // DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
@@ -81,6 +90,9 @@ type PlaidConfig struct {
 	BaseURL string
 	// Credentials the service calls Plaid with.
 	Credentials plaid.Credentials
+	// ClientIDFile and SecretFile, when set, hold the client id and the secret instead
+	// (the way Kubernetes mounts Secrets), re-read when they change.
+	ClientIDFile, SecretFile string
 	// CredentialsMode is server.ServiceKeys (the default) or server.CallerKeys. With
 	// caller keys, Credentials may be empty.
 	CredentialsMode string
@@ -88,7 +100,15 @@ type PlaidConfig struct {
 
 // Embedded reports whether c asks for the embedded emulator.
 func (c PlaidConfig) Embedded() bool {
-	return c.BaseURL == "" && c.Credentials == (plaid.Credentials{})
+	return c.BaseURL == "" && !c.anyCredentials()
+}
+
+func (c PlaidConfig) anyCredentials() bool {
+	return c.Credentials != (plaid.Credentials{}) || c.ClientIDFile != "" || c.SecretFile != ""
+}
+
+func (c PlaidConfig) completeCredentials() bool {
+	return (c.Credentials.ClientID != "" || c.ClientIDFile != "") && (c.Credentials.Secret != "" || c.SecretFile != "")
 }
 
 func (c PlaidConfig) callerKeys() bool { return c.CredentialsMode == server.CallerKeys }
@@ -104,11 +124,11 @@ func (c PlaidConfig) Validate() error {
 	if _, err := plaid.ParseBaseURL(c.BaseURL); err != nil {
 		return err
 	}
-	if c.Credentials == (plaid.Credentials{}) && c.callerKeys() {
+	if !c.anyCredentials() && c.callerKeys() {
 		return nil // every call brings its own
 	}
-	if !c.Credentials.Complete() {
-		return errors.New("credentials are half set: set both PLAID_CLIENT_ID and PLAID_SECRET")
+	if !c.completeCredentials() {
+		return errors.New("credentials are half set: set both PLAID_CLIENT_ID (or PLAID_CLIENT_ID_FILE) and PLAID_SECRET (or PLAID_SECRET_FILE)")
 	}
 	return nil
 }
@@ -150,7 +170,23 @@ func New(cfg Config) (_ *App, err error) {
 	if err := cfg.Plaid.Validate(); err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, logger: cfg.Logger}
+	if err := checkExposure(cfg); err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, logger: cfg.Logger, metrics: observe.NewMetrics()}
+	securityMetrics := auth.NewMetrics(a.metrics.Registry)
+	securityMetrics.SetInsecure(cfg.AllowInsecure)
+	if cfg.AllowInsecure {
+		a.logger.Warn("-allow-insecure: the listeners may face a network without TLS or caller authentication, and pprof is served on the admin address")
+	}
+	security, err := auth.New(cfg.Security, a.logger, securityMetrics)
+	if err != nil {
+		return nil, err
+	}
+	security.OnCaller = server.NoteCaller
+	if cfg.Security.Authenticates() && cfg.Security.PolicyFile == "" {
+		a.logger.Warn("no -authz-policy: every authenticated caller may call every method")
+	}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -175,8 +211,12 @@ func New(cfg Config) (_ *App, err error) {
 		answerMemory = DefaultAnswerMemory
 	}
 	budget := membudget.New(answerMemory, LargeAnswerBytes)
+	credentialSource, err := secretFiles(upstream, a.logger, securityMetrics)
+	if err != nil {
+		return nil, err
+	}
 	client, err := plaid.NewClient(plaid.Config{
-		BaseURL: upstream.BaseURL, Credentials: upstream.Credentials,
+		BaseURL: upstream.BaseURL, Credentials: upstream.Credentials, CredentialSource: credentialSource,
 		HTTPClient: httpClient, MaxResponseBytes: cfg.MaxResponseBytes,
 		Admit: membudget.Reserve,
 	})
@@ -184,7 +224,6 @@ func New(cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 
-	a.metrics = observe.NewMetrics()
 	a.guard = resilience.New(a.metrics.InstrumentUpstream(client), cfg.Resilience)
 	a.guard.OnStateChange = func(from, to gobreaker.State) {
 		a.logger.Warn("circuit breaker to Plaid changed state", "from", from.String(), "to", to.String())
@@ -196,20 +235,26 @@ func New(cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	serverOptions := []grpc.ServerOption{grpc.StatsHandler(server.HoldMemory(budget))}
+	if security.TLS != nil {
+		serverOptions = append(serverOptions, grpc.Creds(credentials.NewTLS(security.TLS.Config("h2"))))
+	}
 	if cfg.Tracing != nil {
 		serverOptions = append(serverOptions, grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(cfg.Tracing.Provider), otelgrpc.WithPropagators(cfg.Tracing.Propagator))))
 	}
 	a.grpc = server.NewGRPCServer(svc, server.Options{
 		Logger:        a.logger,
-		Interceptors:  append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor()}, cfg.Interceptors...),
-		ServerOptions: serverOptions,
+		Interceptors: append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor(), security.Unary()},
+			cfg.Interceptors...),
+		StreamInterceptors: []grpc.StreamServerInterceptor{a.metrics.GRPC.StreamServerInterceptor(), security.Stream()},
+		ServerOptions:      serverOptions,
 	})
 	a.metrics.GRPC.InitializeMetrics(a.grpc.Server)
 	rest, err := mirror.New(a.grpc.Service(), mirror.Options{Interceptor: a.grpc.Interceptor, AnswerMemory: budget})
 	if err != nil {
 		return nil, err
 	}
+	rest = security.HTTP(rest)
 	if cfg.Tracing != nil {
 		rest = otelhttp.NewHandler(rest, "rest",
 			otelhttp.WithTracerProvider(cfg.Tracing.Provider), otelhttp.WithPropagators(cfg.Tracing.Propagator),
@@ -224,7 +269,7 @@ func New(cfg Config) (_ *App, err error) {
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
 	a.admin = &http.Server{
-		Handler:           observe.AdminHandler(a.metrics, a.ready),
+		Handler:           withoutPprof(observe.AdminHandler(a.metrics, a.ready), !cfg.AllowInsecure && !isLoopback(cfg.AdminAddr)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
@@ -233,6 +278,9 @@ func New(cfg Config) (_ *App, err error) {
 	}
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP listener: %w", err)
+	}
+	if security.TLS != nil {
+		a.httpLn = tls.NewListener(a.httpLn, security.TLS.Config("h2", "http/1.1"))
 	}
 	if a.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)

@@ -100,7 +100,10 @@ func TestMetricsMoveWithCalls(t *testing.T) {
 	assert.Equal(t, 6.0, delta("grpc_server_handling_seconds", "grpc_method=CreditSessionsGet,grpc_service=plaid.credit.v1.CreditService,grpc_type=unary"))
 	assert.Equal(t, 5.0, delta("creditsessions_upstream_requests_total", "error_code=,outcome=ok"))
 	assert.Equal(t, 1.0, delta("creditsessions_upstream_requests_total", "error_code=INVALID_USER_TOKEN,outcome=plaid_error"))
-	assert.Equal(t, 6.0, delta("creditsessions_calls_total", ""))
+	assert.Equal(t, 6.0, delta("creditsessions_guarded_calls_total", ""))
+	assert.Equal(t, 3.0, delta("creditsessions_calls_total", "caller=other,code=OK,method=/plaid.credit.v1.CreditService/CreditSessionsGet,transport=grpc"))
+	assert.Equal(t, 2.0, delta("creditsessions_calls_total", "caller=other,code=OK,method=/plaid.credit.v1.CreditService/CreditSessionsGet,transport=rest"))
+	assert.Equal(t, 1.0, delta("creditsessions_calls_total", "caller=other,code=NotFound,method=/plaid.credit.v1.CreditService/CreditSessionsGet,transport=grpc"))
 	assert.Equal(t, 0.0, after["creditsessions_circuit_breaker_state"][""], "closed")
 	for _, name := range []string{"creditsessions_coalesced_calls_total", "creditsessions_upstream_retries_total",
 		"creditsessions_upstream_in_flight", "creditsessions_overloaded_total", "go_goroutines", "process_resident_memory_bytes"} {

@@ -74,6 +74,7 @@ type Config struct {
 type Emulator struct {
 	clientID string
 	secret   string
+	accepted atomic.Pointer[[]string] // the secrets accepted; secret is the first
 	logger   *slog.Logger
 	calls    atomic.Int64
 	faults   faultState
@@ -93,6 +94,7 @@ func New(cfg Config) *Emulator {
 	if e.secret == "" {
 		e.secret = DefaultSecret
 	}
+	e.accepted.Store(&[]string{e.secret})
 	return e
 }
 
@@ -101,6 +103,15 @@ func (e *Emulator) ClientID() string { return e.clientID }
 
 // Secret is the secret the emulator accepts.
 func (e *Emulator) Secret() string { return e.secret }
+
+// AcceptSecrets replaces the secrets the emulator accepts, as Plaid accepts both the old
+// and the new secret while a client rotates it. None means the one it started with.
+func (e *Emulator) AcceptSecrets(secrets ...string) {
+	if len(secrets) == 0 {
+		secrets = []string{e.secret}
+	}
+	e.accepted.Store(&secrets)
+}
 
 // Calls is the number of requests for the path /credit/sessions/get received so far,
 // whatever their method or outcome. Requests for other paths are not counted.
@@ -230,7 +241,10 @@ func (e *Emulator) check(w http.ResponseWriter, r *http.Request) (successBody, *
 
 	// Constant time, and both compared, so timing tells nothing about either.
 	idOK := subtle.ConstantTimeCompare([]byte(clientID), []byte(e.clientID))
-	secretOK := subtle.ConstantTimeCompare([]byte(secret), []byte(e.secret))
+	secretOK := 0
+	for _, s := range *e.accepted.Load() {
+		secretOK |= subtle.ConstantTimeCompare([]byte(secret), []byte(s))
+	}
 	if idOK&secretOK != 1 {
 		return successBody{}, errInvalidAPIKeys
 	}

@@ -91,7 +91,9 @@ func (m *Metrics) ObserveGuard(g *resilience.Guard) {
 			func() float64 { return float64(read(g.Stats())) })
 	}
 	m.Registry.MustRegister(
-		counter("creditsessions_calls_total", "Calls that reached the resilience layer.",
+		// Not creditsessions_calls_total: that counts every call by caller and code
+		// (package auth).
+		counter("creditsessions_guarded_calls_total", "Calls that reached the resilience layer.",
 			func(s resilience.Stats) int64 { return s.Calls }),
 		counter("creditsessions_coalesced_calls_total", "Calls that shared an identical call in flight instead of calling Plaid.",
 			func(s resilience.Stats) int64 { return s.Coalesced }),

@@ -77,6 +77,9 @@ type Config struct {
 	BaseURL string
 	// Credentials are sent with every call that does not bring its own.
 	Credentials Credentials
+	// CredentialSource, if set, is asked for the credentials on every call instead, so
+	// that a rotated secret is used from the next call on.
+	CredentialSource func() Credentials `json:"-"`
 	// HTTPClient makes the calls; nil means one from NewHTTPClient. Its CheckRedirect is
 	// replaced: redirects are never followed, since they would carry the credentials to
 	// wherever they point.
@@ -97,6 +100,7 @@ type Config struct {
 type Client struct {
 	endpoint  string
 	creds     Credentials
+	source    func() Credentials
 	http      *http.Client
 	maxBody   int64
 	userAgent string
@@ -130,6 +134,7 @@ func NewClient(cfg Config) (*Client, error) {
 	c := &Client{
 		endpoint:  strings.TrimSuffix(base.String(), "/") + "/credit/sessions/get",
 		creds:     cfg.Credentials,
+		source:    cfg.CredentialSource,
 		http:      &noRedirects,
 		maxBody:   cfg.MaxResponseBytes,
 		userAgent: cfg.UserAgent,
@@ -185,6 +190,9 @@ type Request struct {
 // CreditSessionsGet calls `POST /credit/sessions/get`.
 func (c *Client) CreditSessionsGet(ctx context.Context, r Request) (*creditv1.CreditSessionsGetResponse, error) {
 	creds := c.creds
+	if c.source != nil {
+		creds = c.source()
+	}
 	if r.Credentials.Complete() {
 		creds = r.Credentials
 	}
