@@ -243,7 +243,7 @@ func New(cfg Config) (_ *App, err error) {
 			otelgrpc.WithTracerProvider(cfg.Tracing.Provider), otelgrpc.WithPropagators(cfg.Tracing.Propagator))))
 	}
 	a.grpc = server.NewGRPCServer(svc, server.Options{
-		Logger:        a.logger,
+		Logger: a.logger,
 		Interceptors: append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor(), security.Unary()},
 			cfg.Interceptors...),
 		StreamInterceptors: []grpc.StreamServerInterceptor{a.metrics.GRPC.StreamServerInterceptor(), security.Stream()},
