@@ -211,7 +211,7 @@ func New(cfg Config) (_ *App, err error) {
 		answerMemory = DefaultAnswerMemory
 	}
 	budget := membudget.New(answerMemory, LargeAnswerBytes)
-	credentialSource, err := secretFiles(upstream, a.logger, securityMetrics)
+	credentialSource, err := secretFiles(upstream, cfg.Security.ReloadEvery, a.logger, securityMetrics)
 	if err != nil {
 		return nil, err
 	}

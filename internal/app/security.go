@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/creditsessions/creditsessions/internal/auth"
 	"github.com/creditsessions/creditsessions/internal/plaid"
@@ -63,21 +64,21 @@ func withoutPprof(h http.Handler, off bool) http.Handler {
 
 // secretFiles returns the source of the credentials when some come from files (re-read
 // when they change), or nil when they all come from the environment.
-func secretFiles(c PlaidConfig, logger *slog.Logger, obs auth.Observer) (func() plaid.Credentials, error) {
+func secretFiles(c PlaidConfig, every time.Duration, logger *slog.Logger, obs auth.Observer) (func() plaid.Credentials, error) {
 	if c.ClientIDFile == "" && c.SecretFile == "" {
 		return nil, nil
 	}
 	clientID := func() string { return c.Credentials.ClientID }
 	secret := func() string { return c.Credentials.Secret }
 	if c.ClientIDFile != "" {
-		f, err := auth.WatchFile(auth.FilePlaidClientID, []string{c.ClientIDFile}, 0, logger, obs, parseSecret)
+		f, err := auth.WatchFile(auth.FilePlaidClientID, []string{c.ClientIDFile}, every, logger, obs, parseSecret)
 		if err != nil {
 			return nil, fmt.Errorf("PLAID_CLIENT_ID_FILE: %w", err)
 		}
 		clientID = f.Get
 	}
 	if c.SecretFile != "" {
-		f, err := auth.WatchFile(auth.FilePlaidSecret, []string{c.SecretFile}, 0, logger, obs, parseSecret)
+		f, err := auth.WatchFile(auth.FilePlaidSecret, []string{c.SecretFile}, every, logger, obs, parseSecret)
 		if err != nil {
 			return nil, fmt.Errorf("PLAID_SECRET_FILE: %w", err)
 		}
