@@ -138,6 +138,7 @@ type App struct {
 	cfg          Config
 	logger       *slog.Logger
 	guard        *resilience.Guard
+	security     *auth.Security
 	metrics      *observe.Metrics
 	grpc         *server.GRPC
 	http         *http.Server
@@ -184,6 +185,7 @@ func New(cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	security.OnCaller = server.NoteCaller
+	a.security = security
 	if cfg.Security.Authenticates() && cfg.Security.PolicyFile == "" {
 		a.logger.Warn("no -authz-policy: every authenticated caller may call every method")
 	}
@@ -211,7 +213,7 @@ func New(cfg Config) (_ *App, err error) {
 		answerMemory = DefaultAnswerMemory
 	}
 	budget := membudget.New(answerMemory, LargeAnswerBytes)
-	credentialSource, err := secretFiles(upstream, cfg.Security.ReloadEvery, a.logger, securityMetrics)
+	credentialSource, err := secretFiles(upstream, cfg.Security.ReloadEvery, a.logger, securityMetrics, security.Track)
 	if err != nil {
 		return nil, err
 	}
@@ -341,6 +343,10 @@ func (a *App) Run(ctx context.Context) error {
 		if err := a.admin.Serve(a.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin server: %w", err)
 		}
+		return nil
+	})
+	g.Go(func() error {
+		a.security.Watch(gctx) // files that rotate: certificates, keys, policy, secrets
 		return nil
 	})
 	a.logger.Info("serving", "grpc_addr", a.GRPCAddr().String(), "http_addr", a.HTTPAddr().String(),

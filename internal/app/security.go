@@ -64,7 +64,7 @@ func withoutPprof(h http.Handler, off bool) http.Handler {
 
 // secretFiles returns the source of the credentials when some come from files (re-read
 // when they change), or nil when they all come from the environment.
-func secretFiles(c PlaidConfig, every time.Duration, logger *slog.Logger, obs auth.Observer) (func() plaid.Credentials, error) {
+func secretFiles(c PlaidConfig, every time.Duration, logger *slog.Logger, obs auth.Observer, track func(interface{ Refresh() })) (func() plaid.Credentials, error) {
 	if c.ClientIDFile == "" && c.SecretFile == "" {
 		return nil, nil
 	}
@@ -75,6 +75,7 @@ func secretFiles(c PlaidConfig, every time.Duration, logger *slog.Logger, obs au
 		if err != nil {
 			return nil, fmt.Errorf("PLAID_CLIENT_ID_FILE: %w", err)
 		}
+		track(f)
 		clientID = f.Get
 	}
 	if c.SecretFile != "" {
@@ -82,6 +83,7 @@ func secretFiles(c PlaidConfig, every time.Duration, logger *slog.Logger, obs au
 		if err != nil {
 			return nil, fmt.Errorf("PLAID_SECRET_FILE: %w", err)
 		}
+		track(f)
 		secret = f.Get
 	}
 	return func() plaid.Credentials {

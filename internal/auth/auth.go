@@ -73,6 +73,33 @@ type Security struct {
 	metrics       *Metrics
 	logger        *slog.Logger
 	now           func() time.Time
+	every         time.Duration
+	files         []interface{ Refresh() }
+}
+
+// Track adds a file for Watch to look at.
+func (s *Security) Track(f interface{ Refresh() }) { s.files = append(s.files, f) }
+
+// Watch looks at every file in use each interval until ctx is done, so that a change,
+// and a change that does not load, shows in the log and the metrics even while no call
+// uses the file. (Calls look too, so a change applies from the next call after the
+// interval whether or not Watch runs.)
+func (s *Security) Watch(ctx context.Context) {
+	if len(s.files) == 0 {
+		return
+	}
+	tick := time.NewTicker(s.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			for _, f := range s.files {
+				f.Refresh()
+			}
+		}
+	}
 }
 
 // New loads every file opts names; any that cannot be loaded stops start-up.
@@ -80,7 +107,10 @@ func New(opts Options, logger *slog.Logger, metrics *Metrics) (*Security, error)
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Security{authenticates: opts.Authenticates(), metrics: metrics, logger: logger, now: time.Now}
+	s := &Security{authenticates: opts.Authenticates(), metrics: metrics, logger: logger, now: time.Now, every: opts.ReloadEvery}
+	if s.every <= 0 {
+		s.every = DefaultReloadEvery
+	}
 	var obs Observer
 	if metrics != nil {
 		obs = metrics
@@ -104,11 +134,16 @@ func New(opts Options, logger *slog.Logger, metrics *Metrics) (*Security, error)
 		if s.TLS, err = NewServerTLS(opts.TLSCert, opts.TLSKey, opts.ClientCA, opts.JWKS != "", opts.ReloadEvery, logger, obs); err != nil {
 			return nil, err
 		}
+		s.Track(s.TLS.cert)
+		if s.TLS.clientCA != nil {
+			s.Track(s.TLS.clientCA)
+		}
 	}
 	if opts.JWKS != "" {
 		if s.jwt, err = NewJWTVerifier(opts.JWKS, opts.JWTIssuer, opts.JWTAudience, opts.ReloadEvery, logger, obs); err != nil {
 			return nil, err
 		}
+		s.Track(s.jwt.keys)
 	}
 	if opts.PolicyFile != "" {
 		s.policy, err = WatchFile(FileAuthzPolicy, []string{opts.PolicyFile}, opts.ReloadEvery, logger, obs,
@@ -116,6 +151,7 @@ func New(opts Options, logger *slog.Logger, metrics *Metrics) (*Security, error)
 		if err != nil {
 			return nil, err
 		}
+		s.Track(s.policy)
 	}
 	if opts.CallerRate > 0 {
 		burst := opts.CallerBurst
