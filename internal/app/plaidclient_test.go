@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -84,4 +85,52 @@ func TestPlaidsGoClientWorksAgainstTheMirror(t *testing.T) {
 			assert.Equal(t, want, got)
 		})
 	}
+}
+
+// TestPlaidsGoClientWorksOverTLS gives plaid-go a client certificate, or a bearer
+// token, through its http.Client and default headers: nothing else changes for it.
+func TestPlaidsGoClientWorksOverTLS(t *testing.T) {
+	p := newPKI(t)
+	s := start(t, secureConfig(p, true))
+	rest := "https://" + s.app.HTTPAddr().String()
+	id, secret := s.app.Emulator().ClientID(), s.app.Emulator().Secret()
+	client := func(cert *tls.Certificate, headers map[string]string) *plaid.APIClient {
+		cfg := plaid.NewConfiguration()
+		cfg.UseEnvironment(plaid.Environment(rest))
+		cfg.AddDefaultHeader("PLAID-CLIENT-ID", id)
+		cfg.AddDefaultHeader("PLAID-SECRET", secret)
+		for k, v := range headers {
+			cfg.AddDefaultHeader(k, v)
+		}
+		cfg.HTTPClient = p.httpClient(t, cert)
+		return plaid.NewAPIClient(cfg)
+	}
+
+	for name, c := range map[string]*plaid.APIClient{
+		"client certificate": client(&p.underwriter, nil),
+		"bearer token":       client(nil, map[string]string{"Authorization": "Bearer " + token(t, p.rsaKey, "rsa-1", saClaims(saUnderwriter))}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, httpResp, err := creditSessionsGet(c, "user-sandbox-example")
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusOK, httpResp.StatusCode)
+			assert.Len(t, got.GetSessions(), 2)
+		})
+	}
+	t.Run("denied", func(t *testing.T) {
+		_, httpResp, err := creditSessionsGet(client(&p.intruder, nil), "user-sandbox-example")
+		require.Error(t, err)
+		assert.Equal(t, http.StatusForbidden, httpResp.StatusCode)
+		pe, err := plaid.ToPlaidError(err)
+		require.NoError(t, err, "plaid-go reads the refusal as a PlaidError")
+		assert.Equal(t, "UNAUTHORIZED_ROUTE_ACCESS", pe.GetErrorCode())
+	})
+	t.Run("unauthenticated", func(t *testing.T) {
+		_, httpResp, err := creditSessionsGet(client(nil, nil), "user-sandbox-example")
+		require.Error(t, err)
+		assert.Equal(t, http.StatusUnauthorized, httpResp.StatusCode)
+		pe, err := plaid.ToPlaidError(err)
+		require.NoError(t, err)
+		assert.Equal(t, "INVALID_API_KEYS", pe.GetErrorCode())
+	})
 }

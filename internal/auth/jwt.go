@@ -61,11 +61,11 @@ func ParseJWKS(data []byte) (*jose.JSONWebKeySet, error) {
 	}
 	out := &jose.JSONWebKeySet{}
 	for i, k := range set.Keys {
-		if !k.Valid() {
-			return nil, fmt.Errorf("JWKS: key %d is not valid", i)
-		}
 		if _, symmetric := k.Key.([]byte); symmetric {
 			return nil, fmt.Errorf("JWKS: key %d is symmetric; only public keys verify tokens", i)
+		}
+		if !k.Valid() {
+			return nil, fmt.Errorf("JWKS: key %d is not valid", i)
 		}
 		if k.Use != "" && k.Use != "sig" {
 			continue // an encryption key

@@ -1,0 +1,115 @@
+package auth
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/metadata"
+)
+
+const (
+	get        = "/plaid.credit.v1.CreditService/CreditSessionsGet"
+	reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+)
+
+func TestPolicyDecidesAsGRPCAuthzDoes(t *testing.T) {
+	p, err := ParsePolicy([]byte(`{
+	  "name": "p",
+	  "deny_rules": [
+	    {"name": "web", "source": {"principals": ["spiffe://example.org/ns/web/*"]}},
+	    {"name": "canary", "request": {"headers": [{"key": "X-Canary", "values": ["*"]}]}}
+	  ],
+	  "allow_rules": [
+	    {"name": "billing", "source": {"principals": ["spiffe://example.org/ns/billing/*", "*.billing.svc"]},
+	     "request": {"paths": ["/plaid.credit.v1.CreditService/*"]}},
+	    {"name": "ops", "source": {"principals": ["spiffe://example.org/ns/ops/sa/operator"]}},
+	    {"name": "team-red", "source": {"principals": ["*"]},
+	     "request": {"paths": ["*CreditSessionsGet"], "headers": [{"key": "x-team", "values": ["red", "blue*"]}]}}
+	  ]
+	}`))
+	require.NoError(t, err)
+	md := func(kv ...string) metadata.MD { return metadata.Pairs(kv...) }
+	tests := []struct {
+		name   string
+		method string
+		names  []string
+		md     metadata.MD
+		want   Decision
+	}{
+		{"a principal by prefix", get, []string{"spiffe://example.org/ns/billing/sa/underwriter"}, nil, Decision{true, "allow_rules/billing"}},
+		{"a principal by suffix", get, []string{"batch.billing.svc"}, nil, Decision{true, "allow_rules/billing"}},
+		{"any of a certificate's names", get, []string{"spiffe://other/x", "spiffe://example.org/ns/billing/sa/y"}, nil, Decision{true, "allow_rules/billing"}},
+		{"a path the rule does not name", reflection, []string{"spiffe://example.org/ns/billing/sa/underwriter"}, nil, Decision{}},
+		{"no request: every method", reflection, []string{"spiffe://example.org/ns/ops/sa/operator"}, nil, Decision{true, "allow_rules/ops"}},
+		{"exact means exact", get, []string{"spiffe://example.org/ns/ops/sa/operator2"}, nil, Decision{}},
+		{"deny first", get, []string{"spiffe://example.org/ns/web/sa/billing"}, nil, Decision{false, "deny_rules/web"}},
+		{"deny by header, case-folded key", get, []string{"spiffe://example.org/ns/billing/sa/u"}, md("x-canary", "1"), Decision{false, "deny_rules/canary"}},
+		{"headers: exact", get, []string{"anyone"}, md("x-team", "red"), Decision{true, "allow_rules/team-red"}},
+		{"headers: prefix", get, []string{"anyone"}, md("x-team", "blueish"), Decision{true, "allow_rules/team-red"}},
+		{"headers: values joined by a comma", get, []string{"anyone"}, md("x-team", "red", "x-team", "green"), Decision{}},
+		{"headers: absent", get, []string{"anyone"}, nil, Decision{}},
+		{"* needs an authenticated caller", get, nil, md("x-team", "red"), Decision{}},
+		{"unauthenticated matches no principal", get, nil, nil, Decision{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, p.Authorize(tt.method, tt.names, tt.md))
+		})
+	}
+}
+
+func TestPolicyLabelsCallersFromABoundedSet(t *testing.T) {
+	p, err := ParsePolicy([]byte(`{"name": "p", "allow_rules": [
+	  {"name": "a", "source": {"principals": ["*", "spiffe://example.org/ns/billing/sa/underwriter", "spiffe://example.org/ns/ops/*"]}}]}`))
+	require.NoError(t, err)
+	assert.Equal(t, "spiffe://example.org/ns/billing/sa/underwriter", p.Label([]string{"spiffe://example.org/ns/billing/sa/underwriter"}))
+	assert.Equal(t, "spiffe://example.org/ns/ops/*", p.Label([]string{"spiffe://example.org/ns/ops/sa/x"}))
+	assert.Equal(t, "other", p.Label([]string{"spiffe://example.org/ns/web/sa/y"}), `"*" is not a label`)
+	assert.Equal(t, "other", p.Label(nil))
+	assert.Equal(t, "other", (*Policy)(nil).Label([]string{"x"}))
+}
+
+// The policies grpc-go's translator refuses are refused here too.
+func TestParsePolicyRefusesWhatGRPCRefuses(t *testing.T) {
+	for name, policy := range map[string]string{
+		"no name":                 `{"allow_rules": [{"name": "a"}]}`,
+		"no allow rules":          `{"name": "p", "deny_rules": [{"name": "d"}]}`,
+		"a rule without a name":   `{"name": "p", "allow_rules": [{"source": {"principals": ["x"]}}]}`,
+		"an unknown field":        `{"name": "p", "allow_rules": [{"name": "a", "sauce": {}}]}`,
+		"a pseudo-header":         `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": ":path", "values": ["x"]}]}}]}`,
+		"a grpc- header":          `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "grpc-timeout", "values": ["x"]}]}}]}`,
+		"a hop-by-hop header":     `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "Host", "values": ["x"]}]}}]}`,
+		"a header without key":    `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"values": ["x"]}]}}]}`,
+		"a header without values": `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "x"}]}}]}`,
+		"audit logging":           `{"name": "p", "allow_rules": [{"name": "a"}], "audit_logging_options": {"audit_condition": "ON_DENY"}}`,
+		"truncated":               `{"name": "p", "allow_rules": [`,
+		"trailing value":          `{"name": "p", "allow_rules": [{"name": "a"}]} {}`,
+		"not JSON":                `name: p`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParsePolicy([]byte(policy))
+			assert.Error(t, err)
+		})
+	}
+}
+
+// FuzzParsePolicy: any file parses or fails cleanly, and a parsed policy decides any
+// call without a panic, labelling callers only with its own principals.
+func FuzzParsePolicy(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParsePolicy(data)
+		if err != nil {
+			assert.Nil(t, p)
+			return
+		}
+		assert.NotEmpty(t, p.Name)
+		assert.NotEmpty(t, p.AllowRules)
+		for _, names := range [][]string{nil, {""}, {"spiffe://example.org/ns/billing/sa/underwriter"}, {string(data)}} {
+			p.Authorize(get, names, metadata.Pairs("x-team", "red"))
+			if label := p.Label(names); label != "other" {
+				assert.Contains(t, p.principals, label)
+			}
+		}
+	})
+}
