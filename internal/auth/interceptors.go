@@ -1,0 +1,184 @@
+package auth
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Unary is the unary interceptor: authentication, authorization, quota, metrics.
+func (s *Security) Unary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, label, transport, err := s.admit(ctx, info.FullMethod)
+		var resp any
+		if err == nil {
+			resp, err = handler(ctx, req)
+		}
+		s.count(info.FullMethod, transport, label, err)
+		return resp, err
+	}
+}
+
+// Stream is the stream interceptor, the same checks as Unary's.
+func (s *Security) Stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, label, transport, err := s.admit(ss.Context(), info.FullMethod)
+		if err == nil {
+			err = handler(srv, &stream{ServerStream: ss, ctx: ctx})
+		}
+		s.count(info.FullMethod, transport, label, err)
+		return err
+	}
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+func (s *Security) count(method, transport, label string, err error) {
+	if s.metrics != nil {
+		s.metrics.calls.WithLabelValues(method, transport, label, status.Code(err).String()).Inc()
+	}
+}
+
+// healthPrefix is the standard health service, always open to authenticated callers:
+// probes must not depend on a policy getting it right.
+const healthPrefix = "/grpc.health.v1.Health/"
+
+// admit runs the checks for a call to method, returning the context that carries the
+// caller and the caller's metric label.
+func (s *Security) admit(ctx context.Context, method string) (_ context.Context, label, transport string, _ error) {
+	transport = "grpc"
+	var state *tls.ConnectionState
+	var authorization, addr string
+	if hc, ok := ctx.Value(httpCallKey{}).(*httpCall); ok {
+		transport, state, authorization, addr = "rest", hc.tls, hc.authorization, hc.remoteAddr
+	} else if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			state = &ti.State
+		}
+		if p.Addr != nil {
+			addr = p.Addr.String()
+		}
+		if s.jwt != nil {
+			authorization = first(metadata.ValueFromIncomingContext(ctx, "authorization"))
+		}
+	}
+	var policy *Policy
+	if s.policy != nil {
+		policy = s.policy.Get()
+	}
+
+	var c *caller
+	if s.authenticates {
+		var err error
+		if c, err = s.authenticate(state, authorization); err != nil {
+			s.refuse(ctx, "unauthenticated", method, transport, "", err.Error())
+			return ctx, "other", transport, unauthenticated()
+		}
+		ctx = context.WithValue(ctx, callerKey{}, c)
+		if s.OnCaller != nil {
+			s.OnCaller(ctx, c.id)
+		}
+	}
+	var names []string
+	if c != nil {
+		names = c.names
+	}
+	label = policy.Label(names)
+	health := strings.HasPrefix(method, healthPrefix)
+	if policy != nil && !health {
+		if d := policy.Authorize(method, names, incoming(ctx)); !d.Allowed {
+			reason := "no allow rule matched"
+			if d.Rule != "" {
+				reason = "matched " + d.Rule
+			}
+			s.refuse(ctx, "permission_denied", method, transport, c.id, reason)
+			return ctx, label, transport, permissionDenied()
+		}
+	}
+	if s.quota != nil && !health {
+		key := "addr:" + hostOf(addr)
+		if c != nil {
+			key = "id:" + c.id
+		}
+		if ok, wait := s.quota.Take(key, s.now()); !ok {
+			if s.metrics != nil {
+				s.metrics.quotaRejections.WithLabelValues(label).Inc()
+			}
+			return ctx, label, transport, quotaExceeded(wait)
+		}
+	}
+	return ctx, label, transport, nil
+}
+
+// authenticate proves the caller: by bearer token when one is sent and tokens are
+// accepted, else by client certificate.
+func (s *Security) authenticate(state *tls.ConnectionState, authorization string) (*caller, error) {
+	if s.jwt != nil && authorization != "" {
+		scheme, token, _ := strings.Cut(authorization, " ")
+		if !strings.EqualFold(scheme, "Bearer") || token == "" {
+			return nil, errors.New("authorization is not a bearer token")
+		}
+		sub, err := s.jwt.Verify(strings.TrimSpace(token))
+		if err != nil {
+			return nil, err
+		}
+		return &caller{id: sub, names: []string{sub}}, nil
+	}
+	if state != nil && len(state.VerifiedChains) > 0 && len(state.VerifiedChains[0]) > 0 {
+		names := CertIdentities(state.VerifiedChains[0][0])
+		return &caller{id: names[0], names: names}, nil
+	}
+	if s.jwt != nil {
+		return nil, errors.New("no client certificate and no bearer token")
+	}
+	return nil, errors.New("no verified client certificate")
+}
+
+// incoming is the metadata a policy's header rules match. On REST it is what
+// grpc-gateway made of the request's Grpc-Metadata- headers.
+func incoming(ctx context.Context) metadata.MD {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return md
+}
+
+func (s *Security) refuse(ctx context.Context, reason, method, transport, identity, why string) {
+	if s.metrics != nil {
+		s.metrics.authFailures.WithLabelValues(reason).Inc()
+	}
+	attrs := []slog.Attr{
+		slog.String("reason", reason), slog.String("method", method), slog.String("transport", transport),
+		slog.String("why", why),
+	}
+	if identity != "" {
+		attrs = append(attrs, slog.String("caller_identity", identity))
+	}
+	s.logger.LogAttrs(ctx, slog.LevelWarn, "call refused", attrs...)
+}
+
+func first(v []string) string {
+	if len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func hostOf(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
