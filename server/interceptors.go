@@ -41,6 +41,19 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
+// recoverStreamPanics is recoverPanics for streaming calls.
+func recoverStreamPanics(logger *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				logger.ErrorContext(ss.Context(), "panic in handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return handler(srv, ss)
+	}
+}
+
 // logCalls writes one line per call: method, transport, code, latency, Plaid's request
 // id, the caller's address, identity (once authenticated) and user agent, and a short
 // hash of the user token. Requests,

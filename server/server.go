@@ -204,7 +204,7 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 	}, opts.ServerOptions...)
 	g := &GRPC{
 		Server: grpc.NewServer(append(serverOptions, grpc.ChainUnaryInterceptor(chain...),
-			grpc.ChainStreamInterceptor(opts.StreamInterceptors...))...),
+			grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{recoverStreamPanics(logger)}, opts.StreamInterceptors...)...))...),
 		Health:      health.NewServer(),
 		Interceptor: ChainUnary(chain...),
 		svc:         svc,

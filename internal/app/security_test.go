@@ -382,3 +382,29 @@ func TestBadSecurityConfigurationStopsStartUp(t *testing.T) {
 		})
 	}
 }
+
+// With tokens as the only way in, the server asks for no certificate, and one a client
+// presents anyway proves nothing.
+func TestTokensAloneWithoutClientCertificates(t *testing.T) {
+	p := newPKI(t)
+	cfg := secureConfig(p, true)
+	cfg.Security.ClientCA = ""
+	s := start(t, cfg)
+	grpcAddr, rest := s.app.GRPCAddr().String(), "https://"+s.app.HTTPAddr().String()
+	ctx := context.Background()
+	tok := token(t, p.rsaKey, "rsa-1", saClaims(saUnderwriter))
+
+	anonymous, _ := p.grpcClient(t, grpcAddr, nil)
+	_, err := anonymous.CreditSessionsGet(bearer(ctx, tok), example)
+	require.NoError(t, err)
+	resp, _, err := restCall(p.httpClient(t, nil), rest, "user-sandbox-example", http.Header{"Authorization": {"Bearer " + tok}})
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+
+	withCert, _ := p.grpcClient(t, grpcAddr, &p.underwriter)
+	_, err = withCert.CreditSessionsGet(ctx, example)
+	assert.Equal(t, codes.Unauthenticated, status.Code(err))
+	resp, _, err = restCall(p.httpClient(t, &p.underwriter), rest, "user-sandbox-example", nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+}
