@@ -187,12 +187,17 @@ type Request struct {
 	Credentials Credentials
 }
 
+// credentials are the service's own: the source's current ones when there is a source.
+func (c *Client) credentials() Credentials {
+	if c.source != nil {
+		return c.source()
+	}
+	return c.creds
+}
+
 // CreditSessionsGet calls `POST /credit/sessions/get`.
 func (c *Client) CreditSessionsGet(ctx context.Context, r Request) (*creditv1.CreditSessionsGetResponse, error) {
-	creds := c.creds
-	if c.source != nil {
-		creds = c.source()
-	}
+	creds := c.credentials()
 	if r.Credentials.Complete() {
 		creds = r.Credentials
 	}

@@ -57,8 +57,9 @@ func (c *Client) WebhookVerificationKeyGet(ctx context.Context, keyID string) (*
 	h["Accept"] = []string{"application/json"}
 	h["User-Agent"] = []string{c.userAgent}
 	h["Plaid-Version"] = []string{APIVersion}
-	h["Plaid-Client-Id"] = []string{c.creds.ClientID}
-	h["Plaid-Secret"] = []string{c.creds.Secret}
+	creds := c.credentials()
+	h["Plaid-Client-Id"] = []string{creds.ClientID}
+	h["Plaid-Secret"] = []string{creds.Secret}
 
 	resp, err := c.http.Do(req)
 	if err != nil {
