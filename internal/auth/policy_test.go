@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -94,8 +95,9 @@ func TestParsePolicyRefusesWhatGRPCRefuses(t *testing.T) {
 	}
 }
 
-// FuzzParsePolicy: any file parses or fails cleanly, and a parsed policy decides any
-// call without a panic, labelling callers only with its own principals.
+// FuzzParsePolicy: any file parses or fails cleanly; a policy it accepts, grpc-go's
+// translator accepts too; and a parsed policy decides any call without a panic,
+// labelling callers only with its own principals.
 func FuzzParsePolicy(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := ParsePolicy(data)
@@ -105,6 +107,8 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 		assert.NotEmpty(t, p.Name)
 		assert.NotEmpty(t, p.AllowRules)
+		_, err = authz.NewStatic(string(data))
+		assert.NoError(t, err, "what this parser accepts, grpc-go's accepts too")
 		for _, names := range [][]string{nil, {""}, {"spiffe://example.org/ns/billing/sa/underwriter"}, {string(data)}} {
 			p.Authorize(get, names, metadata.Pairs("x-team", "red"))
 			if label := p.Label(names); label != "other" {

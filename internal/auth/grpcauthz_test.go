@@ -1,0 +1,129 @@
+package auth
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/creditsessions/creditsessions/internal/devcerts"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/authz"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// TestTheEvaluatorDecidesAsGRPCsOwn runs the same policies over real mTLS connections
+// through grpc-go's authz interceptor and through Policy.Authorize, for callers with
+// URI, DNS and subject-only certificates, methods and metadata, and wants the same
+// decision every time.
+func TestTheEvaluatorDecidesAsGRPCsOwn(t *testing.T) {
+	ca, err := devcerts.NewCA("differential CA", time.Hour)
+	require.NoError(t, err)
+	serverLeaf, err := ca.Issue(devcerts.Options{IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	require.NoError(t, err)
+	serverCert, err := serverLeaf.TLS()
+	require.NoError(t, err)
+
+	callers := map[string]devcerts.Options{
+		"underwriter": {CommonName: "u", URIs: []string{"spiffe://example.org/ns/billing/sa/underwriter"}},
+		"two URIs":    {CommonName: "t", URIs: []string{"spiffe://other.org/x", "spiffe://example.org/ns/ops/sa/operator"}, DNSNames: []string{"ops.svc"}},
+		"DNS only":    {CommonName: "d", DNSNames: []string{"batch.billing.svc", "second.svc"}},
+		"subject":     {CommonName: "legacy-client"},
+		"frontend":    {CommonName: "f", URIs: []string{"spiffe://example.org/ns/web/sa/frontend"}},
+	}
+	policies := []string{
+		`{"name": "p1", "allow_rules": [{"name": "billing", "source": {"principals": ["spiffe://example.org/ns/billing/*"]}}]}`,
+		`{"name": "p2",
+		  "deny_rules": [{"name": "web", "source": {"principals": ["*frontend"]}}],
+		  "allow_rules": [
+		    {"name": "any", "source": {"principals": ["*"]}, "request": {"paths": ["/grpc.health.v1.Health/*"]}},
+		    {"name": "ops", "source": {"principals": ["spiffe://example.org/ns/ops/sa/operator"]}, "request": {"paths": ["*"]}},
+		    {"name": "dns", "source": {"principals": ["*.billing.svc", "second.svc"]}, "request": {"paths": ["/a.B/C"]}},
+		    {"name": "subject", "source": {"principals": ["CN=legacy-client"]}, "request": {"paths": ["*/C"]}}]}`,
+		`{"name": "p3",
+		  "deny_rules": [{"name": "canary", "request": {"headers": [{"key": "x-canary", "values": ["yes", "true*"]}]}}],
+		  "allow_rules": [
+		    {"name": "team", "request": {"paths": ["/a.B/C", "/a.B/D"], "headers": [{"key": "X-Team", "values": ["red", "*blue"]}]}},
+		    {"name": "everyone-D", "source": {"principals": ["*"]}, "request": {"paths": ["/a.B/D"]}}]}`,
+	}
+	methods := []string{"/a.B/C", "/a.B/D", "/grpc.health.v1.Health/Check", "/x.Y/C"}
+	mds := []metadata.MD{nil, metadata.Pairs("x-team", "red"), metadata.Pairs("x-team", "navyblue", "x-canary", "true-ish"),
+		metadata.Pairs("x-team", "red", "x-team", "blue"), metadata.Pairs("x-canary", "no")}
+
+	for i, policy := range policies {
+		t.Run(fmt.Sprintf("policy %d", i+1), func(t *testing.T) {
+			ours, err := ParsePolicy([]byte(policy))
+			require.NoError(t, err)
+			theirs, err := authz.NewStatic(policy)
+			require.NoError(t, err)
+			addr := serveAllowingAll(t, serverCert, ca.Pool(), theirs)
+			decisions := map[bool]int{}
+			for name, o := range callers {
+				o.Client = true
+				leaf, err := ca.Issue(o)
+				require.NoError(t, err)
+				cert, err := leaf.TLS()
+				require.NoError(t, err)
+				conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+					RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}})))
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = conn.Close() })
+				for _, method := range methods {
+					for _, md := range mds {
+						got := ours.Authorize(method, CertIdentities(leaf.Cert), md).Allowed
+						want := call(t, conn, method, md)
+						assert.Equal(t, want, got, "caller %s, method %s, metadata %v", name, method, md)
+						decisions[want]++
+					}
+				}
+			}
+			assert.NotZero(t, decisions[true], "some calls allowed")
+			assert.NotZero(t, decisions[false], "some calls denied")
+		})
+	}
+}
+
+// serveAllowingAll serves every method with an empty answer, behind grpc-go's authz.
+func serveAllowingAll(t *testing.T, cert tls.Certificate, clientCAs *x509.CertPool, policy *authz.StaticInterceptor) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: clientCAs,
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})),
+		grpc.StreamInterceptor(policy.StreamInterceptor),
+		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error { return nil }),
+	)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(s.Stop)
+	return ln.Addr().String()
+}
+
+// call reports whether grpc-go's authz let a call to method through.
+func call(t *testing.T, conn *grpc.ClientConn, method string, md metadata.MD) bool {
+	t.Helper()
+	ctx := metadata.NewOutgoingContext(context.Background(), md)
+	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
+	require.NoError(t, err)
+	require.NoError(t, stream.CloseSend())
+	err = stream.RecvMsg(new(struct{}))
+	switch status.Code(err) {
+	case codes.PermissionDenied:
+		return false
+	case codes.OK:
+		return true
+	}
+	if err != nil && err.Error() != "EOF" {
+		require.Equal(t, codes.OK, status.Code(err), "%v", err)
+	}
+	return true
+}
