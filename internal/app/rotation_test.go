@@ -2,7 +2,11 @@ package app_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +22,7 @@ import (
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -277,4 +282,28 @@ func (s *service) adminBody(t *testing.T, path string) string {
 	t.Helper()
 	_, body := s.admin(t, path)
 	return body
+}
+
+func TestTheKeySetIsReloaded(t *testing.T) {
+	p := newPKI(t)
+	s := start(t, secureConfig(p, true))
+	c, _ := p.grpcClient(t, s.app.GRPCAddr().String(), nil)
+	ctx := context.Background()
+	oldToken := token(t, p.rsaKey, "rsa-1", saClaims(saUnderwriter))
+	_, err := c.CreditSessionsGet(bearer(ctx, oldToken), example)
+	require.NoError(t, err)
+
+	// The issuer rotates to a new key and retires the RSA one.
+	next, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: next.Public(), KeyID: "ec-2", Algorithm: "ES256", Use: "sig"}}})
+	require.NoError(t, err)
+	p.write(t, "jwks.json", jwks)
+	newToken := token(t, next, "ec-2", saClaims(saUnderwriter))
+	require.Eventually(t, func() bool {
+		_, err := c.CreditSessionsGet(bearer(ctx, newToken), example)
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "a token of the new key gets in")
+	_, err = c.CreditSessionsGet(bearer(ctx, oldToken), example)
+	assert.Equal(t, codes.Unauthenticated, status.Code(err), "one of the retired key does not")
 }

@@ -95,6 +95,12 @@ func TestMTLSLetsInOnlyThePolicysCallersOnBothPaths(t *testing.T) {
 			assert.Error(t, err)
 		})
 	}
+	t.Run("TLS 1.1 is refused", func(t *testing.T) {
+		old := p.clientTLS(&p.underwriter)
+		old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+		_, _, err := restCall(&http.Client{Transport: &http.Transport{TLSClientConfig: old}}, rest, "user-sandbox-example", nil)
+		assert.ErrorContains(t, err, "protocol version")
+	})
 	t.Run("health is open to every authenticated caller", func(t *testing.T) {
 		_, conn := p.grpcClient(t, grpcAddr, &p.intruder)
 		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
