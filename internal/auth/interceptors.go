@@ -62,15 +62,17 @@ const healthPrefix = "/grpc.health.v1.Health/"
 func (s *Security) admit(ctx context.Context, method string) (_ context.Context, label, transport string, _ error) {
 	transport = "grpc"
 	var state *tls.ConnectionState
-	var authorization, addr string
+	var authorization string
+	var addr func() string // only a quota for anonymous callers needs it
 	if hc, ok := ctx.Value(httpCallKey{}).(*httpCall); ok {
-		transport, state, authorization, addr = "rest", hc.tls, hc.authorization, hc.remoteAddr
+		transport, state, authorization = "rest", hc.tls, hc.authorization
+		addr = func() string { return hc.remoteAddr }
 	} else if p, ok := peer.FromContext(ctx); ok {
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
 			state = &ti.State
 		}
 		if p.Addr != nil {
-			addr = p.Addr.String()
+			addr = p.Addr.String
 		}
 		if s.jwt != nil {
 			authorization = first(metadata.ValueFromIncomingContext(ctx, "authorization"))
@@ -100,7 +102,11 @@ func (s *Security) admit(ctx context.Context, method string) (_ context.Context,
 	label = policy.Label(names)
 	health := strings.HasPrefix(method, healthPrefix)
 	if policy != nil && !health {
-		if d := policy.Authorize(method, names, incoming(ctx)); !d.Allowed {
+		var md metadata.MD
+		if policy.headerRules {
+			md = incoming(ctx) // a copy of the metadata: only when a rule needs it
+		}
+		if d := policy.Authorize(method, names, md); !d.Allowed {
 			reason := "no allow rule matched"
 			if d.Rule != "" {
 				reason = "matched " + d.Rule
@@ -110,7 +116,10 @@ func (s *Security) admit(ctx context.Context, method string) (_ context.Context,
 		}
 	}
 	if s.quota != nil && !health {
-		key := "addr:" + hostOf(addr)
+		key := "addr:"
+		if addr != nil {
+			key += hostOf(addr())
+		}
 		if c != nil {
 			key = "id:" + c.id
 		}

@@ -28,6 +28,8 @@ type Policy struct {
 
 	// principals lists every principal the policy names, to label metrics.
 	principals []string
+	// headerRules is whether any rule matches metadata.
+	headerRules bool
 }
 
 // Rule matches calls by who makes them (Source) and what they call (Request).
@@ -105,6 +107,7 @@ func ParsePolicy(data []byte) (*Policy, error) {
 				}
 			}
 			p.principals = append(p.principals, r.Source.Principals...)
+			p.headerRules = p.headerRules || len(r.Request.Headers) > 0
 		}
 	}
 	return &p, nil
