@@ -177,18 +177,12 @@ func New(cfg Config) (_ *App, err error) {
 	a := &App{cfg: cfg, logger: cfg.Logger, metrics: observe.NewMetrics()}
 	securityMetrics := auth.NewMetrics(a.metrics.Registry)
 	securityMetrics.SetInsecure(cfg.AllowInsecure)
-	if cfg.AllowInsecure {
-		a.logger.Warn("-allow-insecure: the listeners may face a network without TLS or caller authentication, and pprof is served on the admin address")
-	}
 	security, err := auth.New(cfg.Security, a.logger, securityMetrics)
 	if err != nil {
 		return nil, err
 	}
 	security.OnCaller = server.NoteCaller
 	a.security = security
-	if cfg.Security.Authenticates() && cfg.Security.PolicyFile == "" {
-		a.logger.Warn("no -authz-policy: every authenticated caller may call every method")
-	}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -349,6 +343,7 @@ func (a *App) Run(ctx context.Context) error {
 		a.security.Watch(gctx) // files that rotate: certificates, keys, policy, secrets
 		return nil
 	})
+	a.logSecurity()
 	a.logger.Info("serving", "grpc_addr", a.GRPCAddr().String(), "http_addr", a.HTTPAddr().String(),
 		"admin_addr", a.AdminAddr().String(), "tracing", a.cfg.Tracing != nil)
 	g.Go(func() error {
@@ -357,6 +352,20 @@ func (a *App) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// logSecurity says at start which controls are on, and warns of what is off on purpose.
+func (a *App) logSecurity() {
+	sec := a.cfg.Security
+	a.logger.Info("security", "tls", sec.TLSCert != "", "client_certificates", sec.ClientCA != "",
+		"bearer_tokens", sec.JWKS != "", "authz_policy", sec.PolicyFile != "",
+		"caller_rate", sec.CallerRate, "allow_insecure", a.cfg.AllowInsecure)
+	if a.cfg.AllowInsecure {
+		a.logger.Warn("-allow-insecure: the listeners may face a network without TLS or caller authentication, and pprof is served on the admin address")
+	}
+	if sec.Authenticates() && sec.PolicyFile == "" {
+		a.logger.Warn("no -authz-policy: every authenticated caller may call every method")
+	}
 }
 
 func (a *App) shutdown() {

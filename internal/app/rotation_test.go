@@ -189,8 +189,10 @@ func TestCertificatesRotateWithoutAFailedCall(t *testing.T) {
 	cert, err := leaf.TLS()
 	require.NoError(t, err)
 	c, _ := p.grpcClient(t, grpcAddr, &cert)
-	_, err = c.CreditSessionsGet(context.Background(), example)
-	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err = c.CreditSessionsGet(context.Background(), example)
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "the CA bundle is reloaded too: %v", err)
 	assert.Equal(t, 1.0, s.scrape(t)["creditsessions_file_reload_ok"]["file=tls_cert"])
 	assert.Contains(t, s.logs.String(), `"msg":"reloaded a changed file","file":"tls_cert"`)
 	assert.Contains(t, s.logs.String(), `"msg":"reloaded a changed file","file":"client_ca"`)

@@ -362,7 +362,8 @@ func TestListenersFacingANetworkNeedSecurityOrSayingSo(t *testing.T) {
 	require.Error(t, err, "TLS alone is not enough: callers must prove who they are")
 
 	s := start(t, app.Config{AllowInsecure: true})
-	assert.Contains(t, s.logs.String(), `"level":"WARN","msg":"-allow-insecure`)
+	require.Eventually(t, func() bool { return strings.Contains(s.logs.String(), `"level":"WARN","msg":"-allow-insecure`) },
+		5*time.Second, 5*time.Millisecond, "a warning at start")
 	assert.Equal(t, 1.0, s.scrape(t)["creditsessions_insecure"][""])
 }
 

@@ -117,17 +117,18 @@ func (f *File[T]) refresh() {
 	if err == nil {
 		var v T
 		if v, err = f.parse(contents); err == nil {
+			// Said before it takes effect, so whoever sees the new value finds the line.
+			f.logger.Info("reloaded a changed file", "file", f.name)
 			f.current.Store(&loaded[T]{value: v, raw: raw})
 			f.lastBad = nil
 			f.observe(true)
-			f.logger.Info("reloaded a changed file", "file", f.name)
 			return
 		}
 		f.lastBad = raw
 	}
-	f.observe(false)
 	// The error of a parser never holds the file's contents (see the parsers' tests).
 	f.logger.Error("a changed file could not be loaded: keeping the previous one", "file", f.name, "error", err)
+	f.observe(false)
 }
 
 func (f *File[T]) observe(ok bool) {
