@@ -114,6 +114,8 @@ func New(opts Options, logger *slog.Logger, metrics *Metrics) (*Security, error)
 		return nil, errors.New("-authz-policy needs -client-ca or -jwt-jwks: a policy names callers, who must prove who they are")
 	case opts.CallerRate < 0 || opts.CallerBurst < 0:
 		return nil, errors.New("-caller-rate and -caller-burst must not be negative")
+	case opts.CallerBurst > 0 && opts.CallerRate == 0:
+		return nil, errors.New("-caller-burst needs -caller-rate")
 	}
 	var err error
 	if opts.TLSCert != "" {
