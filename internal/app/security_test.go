@@ -373,6 +373,7 @@ func TestBadSecurityConfigurationStopsStartUp(t *testing.T) {
 	broken := p.write(t, "broken.json", []byte(`{"name": "x", "allow_rules": [{"name": ""}]}`))
 	for name, sec := range map[string]auth.Options{
 		"key without cert":               {TLSKey: p.keyFile},
+		"a burst without a rate":         {CallerBurst: 5},
 		"client CA without TLS":          {ClientCA: p.caFile},
 		"tokens without TLS":             {JWKS: p.jwksFile, JWTIssuer: k8sIssuer, JWTAudience: audience},
 		"tokens without issuer":          {TLSCert: p.certFile, TLSKey: p.keyFile, JWKS: p.jwksFile, JWTAudience: audience},
