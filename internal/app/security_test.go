@@ -415,3 +415,53 @@ func TestTokensAloneWithoutClientCertificates(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 }
+
+// The redaction tests, extended to what this package reads: bearer tokens, private keys,
+// and the contents of every file it watches, broken ones included. None reaches a log
+// line, a metric or an answer.
+func TestSecurityInputsNeverReachLogsMetricsOrAnswers(t *testing.T) {
+	p := newPKI(t)
+	s := start(t, secureConfig(p, true))
+	grpcAddr, rest := s.app.GRPCAddr().String(), "https://"+s.app.HTTPAddr().String()
+	ctx := context.Background()
+	anonymous, _ := p.grpcClient(t, grpcAddr, nil)
+	expired := token(t, p.rsaKey, "rsa-1", func() jwt.Claims {
+		c := saClaims(saUnderwriter)
+		c.Expiry = jwt.NewNumericDate(time.Now().Add(-time.Hour))
+		return c
+	}())
+	good := token(t, p.rsaKey, "rsa-1", saClaims(saFrontend))
+	var answers []string
+	for _, tok := range []string{expired, good, "garbage-token-with-a-secret-hunter2"} {
+		_, err := anonymous.CreditSessionsGet(bearer(ctx, tok), example)
+		require.Error(t, err)
+		answers = append(answers, err.Error())
+		_, body, err := restCall(p.httpClient(t, nil), rest, "user-sandbox-example", http.Header{"Authorization": {"Bearer " + tok}})
+		require.NoError(t, err)
+		answers = append(answers, string(body))
+	}
+	// Broken files whose contents look like secrets.
+	p.write(t, "jwks.json", []byte(`{"keys": [{"kty": "oct", "k": "c3VwZXItc2VjcmV0LWhtYWMta2V5"}]} hunter2-jwks`))
+	p.write(t, "policy.json", []byte(`{"name": "hunter2-policy", "allow_rules": [`))
+	p.write(t, "tls.key", []byte("-----BEGIN PRIVATE KEY-----\nhunter2-key\n-----END PRIVATE KEY-----\n"))
+	require.Eventually(t, func() bool {
+		m := s.scrape(t)["creditsessions_file_reload_ok"]
+		return m["file=jwt_jwks"] == 0 && m["file=authz_policy"] == 0 && m["file=tls_cert"] == 0
+	}, 10*time.Second, 10*time.Millisecond)
+
+	logs, metrics := s.logs.String(), s.adminBody(t, "/metrics")
+	secrets := []string{"hunter2", "c3VwZXItc2VjcmV0LWhtYWMta2V5", string(p.server.KeyPEM[30:90])}
+	for _, tok := range []string{expired, good} {
+		secrets = append(secrets, tok[strings.LastIndex(tok, ".")+1:]) // the signature
+		secrets = append(secrets, tok[:strings.Index(tok, ".")+10])    // the header and the start of the claims
+	}
+	for _, secret := range secrets {
+		assert.NotContains(t, logs, secret)
+		assert.NotContains(t, metrics, secret)
+		for _, a := range answers {
+			assert.NotContains(t, a, secret)
+		}
+	}
+	assert.NotContains(t, metrics, saFrontend, "identities the policy does not name stay out of labels")
+	assert.Contains(t, logs, `"file":"jwt_jwks"`, "the log says which file did not load")
+}
