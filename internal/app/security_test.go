@@ -465,3 +465,18 @@ func TestSecurityInputsNeverReachLogsMetricsOrAnswers(t *testing.T) {
 	assert.NotContains(t, metrics, saFrontend, "identities the policy does not name stay out of labels")
 	assert.Contains(t, logs, `"file":"jwt_jwks"`, "the log says which file did not load")
 }
+
+// Without authentication, a quota applies per client address, on both paths alike.
+func TestAQuotaWithoutAuthenticationIsPerAddress(t *testing.T) {
+	cfg := app.Config{}
+	cfg.Security.CallerRate, cfg.Security.CallerBurst = 0.01, 1
+	s := start(t, cfg)
+	ctx := context.Background()
+	_, err := s.grpc.CreditSessionsGet(ctx, example)
+	require.NoError(t, err)
+	_, err = s.grpc.CreditSessionsGet(ctx, example)
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+	resp, _ := s.post(t, "/credit/sessions/get", `{"user_token":"user-sandbox-example"}`)
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "127.0.0.1 has spent its allowance over gRPC")
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+}

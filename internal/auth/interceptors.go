@@ -116,12 +116,12 @@ func (s *Security) admit(ctx context.Context, method string) (_ context.Context,
 		}
 	}
 	if s.quota != nil && !health {
-		key := "addr:"
-		if addr != nil {
-			key += hostOf(addr())
-		}
-		if c != nil {
+		var key string // anonymous callers (without authentication) by address
+		switch {
+		case c != nil:
 			key = "id:" + c.id
+		case addr != nil:
+			key = "addr:" + hostOf(addr())
 		}
 		if ok, wait := s.quota.Take(key, s.now()); !ok {
 			if s.metrics != nil {
