@@ -26,20 +26,40 @@ type sharedCall struct {
 	dmu      sync.Mutex
 	deadline time.Time
 	timer    *time.Timer
+	expired  bool // the deadline passed and the call was canceled: nobody may join it
 }
 
-// extend makes the call last at least until d.
-func (c *sharedCall) extend(d time.Time) {
+// extend makes the call last at least until d. It reports false when the call's deadline
+// has passed already: its context is canceled, so a caller joining it would get nothing
+// but that cancellation, however much time the caller itself has left.
+func (c *sharedCall) extend(d time.Time) bool {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
+	if c.expired {
+		return false
+	}
 	if !d.After(c.deadline) {
-		return
+		return true
 	}
 	c.deadline = d
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.timer = time.AfterFunc(time.Until(d), c.cancel)
+	c.timer = time.AfterFunc(time.Until(d), c.expire)
+	return true
+}
+
+// expire cancels the call once its latest deadline has passed. A timer stopped too late
+// to stop its function finds the deadline moved and leaves the call alone.
+func (c *sharedCall) expire() {
+	c.dmu.Lock()
+	if time.Now().Before(c.deadline) {
+		c.dmu.Unlock()
+		return
+	}
+	c.expired = true
+	c.dmu.Unlock()
+	c.cancel()
 }
 
 func (c *sharedCall) currentDeadline() time.Time {
@@ -68,17 +88,23 @@ func (g *Guard) coalesce(ctx context.Context, call call) (*creditv1.CreditSessio
 
 	g.mu.Lock()
 	c, joined := g.calls[key]
+	if joined && !c.extend(deadline) {
+		// The call in flight outlived the callers it was made for and is being canceled;
+		// this caller starts afresh rather than inherit that cancellation.
+		g.forget(key, c)
+		joined = false
+	}
 	if !joined {
 		// Detached from the first caller's cancellation, which must not end the call for
 		// the others, but keeping its values (trace context, for one).
 		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		c = &sharedCall{ctx: cctx, cancel: cancel, done: make(chan struct{})}
 		g.calls[key] = c
+		c.extend(deadline)
 	}
 	c.waiting++
 	c.joined++
 	g.mu.Unlock()
-	c.extend(deadline)
 
 	if joined {
 		g.coalesced.Add(1)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 
 	"github.com/stretchr/testify/assert"
@@ -84,4 +85,60 @@ func TestFailuresAreScopedByKind(t *testing.T) {
 	heard = nil
 	assert.Same(t, error(rateLimited), g.account(other, rateLimited), "an answer from a healthy Plaid is no failure")
 	assert.Empty(t, heard)
+}
+
+// stubbornUpstream answers only when released, whatever its context says, and then
+// reports the context's error if there is one: the shape of an attempt whose cancellation
+// has not been noticed yet.
+type stubbornUpstream struct {
+	calls   chan struct{}
+	release chan struct{}
+}
+
+func (u *stubbornUpstream) CreditSessionsGet(ctx context.Context, _ plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+	u.calls <- struct{}{}
+	<-u.release
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return &creditv1.CreditSessionsGetResponse{RequestId: "r"}, nil
+}
+
+// frozenDeadline has a deadline but is never done: a caller that has not noticed its
+// deadline yet, which under load takes as long as the scheduler likes.
+type frozenDeadline struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c frozenDeadline) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// A caller arriving after a shared call's deadline passed, but before the call noticed,
+// starts afresh: joining would hand it the dead call's cancellation though its own
+// deadline is far off (a REST retry right after a gRPC call timed out got 499).
+func TestLateCallerDoesNotJoinAnExpiredSharedCall(t *testing.T) {
+	u := &stubbornUpstream{calls: make(chan struct{}, 2), release: make(chan struct{})}
+	g := New(u, Config{MaxAttempts: 1})
+	first := frozenDeadline{Context: context.Background(), deadline: time.Now().Add(20 * time.Millisecond)}
+	go func() { _, _ = g.CreditSessionsGet(first, plaid.Request{UserToken: "u"}) }()
+	<-u.calls
+	require.Eventually(t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		c := g.calls["\x00\x00u"] // no credentials: the service's
+		if c == nil {
+			return false
+		}
+		c.dmu.Lock()
+		defer c.dmu.Unlock()
+		return c.expired
+	}, 5*time.Second, time.Millisecond, "the shared call's deadline passes")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	result := make(chan error, 1)
+	go func() { _, err := g.CreditSessionsGet(ctx, plaid.Request{UserToken: "u"}); result <- err }()
+	<-u.calls // a second upstream request: the late caller did not join the dead one
+	close(u.release)
+	require.NoError(t, <-result)
 }
