@@ -138,7 +138,12 @@ func TestLateCallerDoesNotJoinAnExpiredSharedCall(t *testing.T) {
 	defer cancel()
 	result := make(chan error, 1)
 	go func() { _, err := g.CreditSessionsGet(ctx, plaid.Request{UserToken: "u"}); result <- err }()
-	<-u.calls // a second upstream request: the late caller did not join the dead one
+	select {
+	case <-u.calls: // a second upstream request: the late caller did not join the dead one
+	case <-time.After(5 * time.Second):
+		close(u.release)
+		t.Fatalf("the late caller joined the expired call: %v", <-result)
+	}
 	close(u.release)
 	require.NoError(t, <-result)
 }
