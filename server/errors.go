@@ -241,6 +241,15 @@ func missingFields(code codes.Code, fields ...string) error {
 		&errdetails.BadRequest{FieldViolations: violations}).Err()
 }
 
+// invalidField is INVALID_REQUEST/INVALID_FIELD for a request field, in Plaid's words.
+func invalidField(code codes.Code, field string) error {
+	return serviceError(code, "INVALID_REQUEST", "INVALID_FIELD", 400, 0,
+		field+" must be a properly formatted, non-empty string",
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
+			Field: field, Description: field + " must be valid UTF-8, at most " + strconv.Itoa(MaxUserTokenBytes) + " bytes",
+		}}}).Err()
+}
+
 // upstreamStatus maps any error from the Plaid client to the status the caller gets.
 func upstreamStatus(ctx context.Context, err error, callerKeys bool) error {
 	var pe *plaid.Error

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"unicode/utf8"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/plaid"
@@ -88,6 +90,10 @@ func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSes
 	if len(missing) > 0 {
 		return nil, missingFields(codes.InvalidArgument, missing...)
 	}
+	if !validUserToken(call.UserToken) {
+		// Plaid would refuse it too; refused here, it never leaves the service.
+		return nil, invalidField(codes.InvalidArgument, "user_token")
+	}
 	if s.callerKeys && (!httpguts.ValidHeaderFieldValue(call.Credentials.ClientID) ||
 		!httpguts.ValidHeaderFieldValue(call.Credentials.Secret)) {
 		// They travel to Plaid as header fields, where a CR or LF would start fields of
@@ -113,6 +119,18 @@ func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSes
 	}
 	s.noteRequestID(ctx, ci, resp.GetRequestId())
 	return resp, nil
+}
+
+// MaxUserTokenBytes bounds a user token. Plaid's are about 50 bytes
+// ("user-sandbox-" and a UUID); the bound leaves room for other formats, and keeps a
+// caller from sending Plaid, and the logs' hash, a megabyte.
+const MaxUserTokenBytes = 1 << 10
+
+// validUserToken reports whether token could be a user token: at most
+// MaxUserTokenBytes of valid UTF-8, without U+FFFD (what the REST mirror's JSON decoding
+// makes of bytes that are not UTF-8; no token holds one).
+func validUserToken(token string) bool {
+	return len(token) <= MaxUserTokenBytes && utf8.ValidString(token) && !strings.ContainsRune(token, utf8.RuneError)
 }
 
 // noteRequestID sends Plaid's request id back as response metadata and keeps it for the
@@ -201,6 +219,7 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 		// (about a tenth of a small call's CPU in a profile). When every worker is busy,
 		// grpc-go starts a goroutine as it would without them.
 		grpc.NumStreamWorkers(StreamWorkers),
+		RequestCodec(),
 	}, opts.ServerOptions...)
 	g := &GRPC{
 		Server: grpc.NewServer(append(serverOptions, grpc.ChainUnaryInterceptor(chain...),

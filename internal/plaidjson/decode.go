@@ -1,7 +1,9 @@
 package plaidjson
 
 import (
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 
@@ -39,7 +41,8 @@ var requestKeys = expectedKeys("user_token", "client_id", "secret")
 
 // UnmarshalRequest decodes a `/credit/sessions/get` request body, as a Plaid client
 // sends it, into m. Members the schema does not have are an *UnknownFieldsError, as
-// they are for Plaid.
+// they are for Plaid. A string that is not valid UTF-8 (raw or as an unpaired surrogate
+// escape) is a *FieldError: it is never passed on, changed, to Plaid.
 func UnmarshalRequest(data []byte, m *creditv1.CreditSessionsGetRequest) error {
 	d := decoder{scanner: scanner{s: data}}
 	m.Reset()
@@ -58,18 +61,25 @@ func UnmarshalRequest(data []byte, m *creditv1.CreditSessionsGetRequest) error {
 		if !more {
 			break
 		}
+		var text string
 		switch string(key) {
 		case "user_token":
 			m.UserToken, _, err = d.optString()
+			text = m.UserToken
 		case "client_id":
 			m.ClientId, err = d.strPtr()
+			text = m.GetClientId()
 		case "secret":
 			m.Secret, err = d.strPtr()
+			text = m.GetSecret()
 		default:
 			unknown = append(unknown, string(key))
 			err = d.skip(0)
 		}
 		if err == nil {
+			if bad := validText(text); bad != nil && invalid == nil {
+				invalid = inField(string(key), bad) // read already: nothing to skip
+			}
 			continue
 		}
 		if _, syntax := err.(*SyntaxError); syntax {
@@ -90,6 +100,17 @@ func UnmarshalRequest(data []byte, m *creditv1.CreditSessionsGetRequest) error {
 		return &UnknownFieldsError{Fields: unknown}
 	}
 	return invalid
+}
+
+// validText refuses a request string that held bytes that are not UTF-8, or an unpaired
+// surrogate escape. Decoding turns either into U+FFFD, as encoding/json does, which is
+// right for a response to be shown but wrong for a token: it would forward to Plaid a
+// token other than the one the caller sent. No token, client id or secret holds U+FFFD.
+func validText(s string) error {
+	if strings.ContainsRune(s, utf8.RuneError) {
+		return errValue("not valid UTF-8")
+	}
+	return nil
 }
 
 // decoder reads Plaid's JSON into messages it allocates from its slabs.
