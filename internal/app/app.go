@@ -60,6 +60,9 @@ type Config struct {
 	// ShutdownGrace bounds how long calls in flight may take to finish once the
 	// listeners close; default 10s.
 	ShutdownGrace time.Duration
+	// HeaderTimeout bounds how long a client may take to send a REST request's headers
+	// or to set up a gRPC connection; 0 means DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
 	// Logger receives the service's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Interceptors run on every call, gRPC and REST, after the service's own.
@@ -165,6 +168,9 @@ func New(cfg Config) (_ *App, err error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -230,7 +236,7 @@ func New(cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	serverOptions := []grpc.ServerOption{grpc.StatsHandler(server.HoldMemory(budget))}
+	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)))
 	if security.TLS != nil {
 		serverOptions = append(serverOptions, grpc.Creds(credentials.NewTLS(security.TLS.Config("h2"))))
 	}
@@ -256,17 +262,12 @@ func New(cfg Config) (_ *App, err error) {
 			otelhttp.WithTracerProvider(cfg.Tracing.Provider), otelhttp.WithPropagators(cfg.Tracing.Propagator),
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 	}
-	a.http = &http.Server{
-		Handler:           rest,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      2 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
-	}
+	a.http = restServer(rest, a.logger, cfg.HeaderTimeout)
 	a.admin = &http.Server{
 		Handler:           withoutPprof(observe.AdminHandler(a.metrics, a.ready), !cfg.AllowInsecure && !isLoopback(cfg.AdminAddr)),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		IdleTimeout:       restIdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
