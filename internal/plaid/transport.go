@@ -76,6 +76,9 @@ type Transport struct {
 	tlsOnce sync.Once
 	tlsBase *tls.Config
 
+	// dialConn, if set, replaces dialing TCP: the fuzz test answers from a net.Pipe.
+	dialConn func(ctx context.Context, addr string) (net.Conn, error)
+
 	mu           sync.Mutex
 	idle         map[connKey]*idleList
 	janitor      *time.Timer // closes expired idle connections, armed while any exist
@@ -436,8 +439,14 @@ func (t *Transport) tlsConfig(host string) *tls.Config {
 
 // dial opens a connection for key, with TLS for https.
 func (t *Transport) dial(ctx context.Context, key connKey, host string) (*conn, error) {
-	dialer := net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive}
-	nc, err := dialer.DialContext(ctx, "tcp", key.addr)
+	var nc net.Conn
+	var err error
+	if t.dialConn != nil {
+		nc, err = t.dialConn(ctx, key.addr)
+	} else {
+		dialer := net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive}
+		nc, err = dialer.DialContext(ctx, "tcp", key.addr)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, contextOr(ctx, err, "dial "+key.addr)
