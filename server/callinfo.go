@@ -17,6 +17,9 @@ type callInfo struct {
 	tokenHash string // never the token itself
 	clientID  string // the Plaid client id the call used, in caller-keys mode
 	caller    string // the authenticated caller's identity
+	// upstreamError is why the upstream call failed, in full: addresses, TLS details,
+	// bytes of the answer. The log line has it; the caller gets a fixed message.
+	upstreamError string
 }
 
 type callInfoKey struct{}

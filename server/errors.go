@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +28,15 @@ const (
 	// ServiceDomain marks an error that started in this service.
 	ServiceDomain = "creditsessions"
 )
+
+// RequestIDPrefix starts the request id of an error that started in this service, so
+// that nobody quotes it to Plaid.
+const RequestIDPrefix = "creditsessions-"
+
+// NewRequestID returns a request id of this service's own. An error that starts here
+// carries one in its ErrorInfo (REST: request_id), and the call's log line names it
+// beside the detail the caller is not shown.
+func NewRequestID() string { return RequestIDPrefix + rand.Text()[:12] }
 
 // ErrorInfo metadata keys (lowerCamelCase, as AIP-193 asks).
 const (
@@ -205,11 +215,12 @@ func plaidError(e *plaid.Error, callerKeys bool) *UpstreamError {
 
 // serviceError builds the status of an error that starts in this service, in Plaid's
 // vocabulary so the REST mirror can answer as Plaid would: reason is a Plaid error code
-// a Plaid client already understands, with its type and HTTP status in the metadata.
+// a Plaid client already understands, with its type, HTTP status and a request id of
+// this service's own in the metadata.
 func serviceError(code codes.Code, plaidType, plaidCode string, httpStatus int, retry time.Duration, msg string, extra ...protoadapt.MessageV1) *status.Status {
 	details := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{
 		Reason: plaidCode, Domain: ServiceDomain,
-		Metadata: map[string]string{MetaErrorType: plaidType, MetaHTTPStatus: strconv.Itoa(httpStatus)},
+		Metadata: map[string]string{MetaErrorType: plaidType, MetaHTTPStatus: strconv.Itoa(httpStatus), MetaRequestID: NewRequestID()},
 	}}, extra...)
 	if retry > 0 {
 		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
@@ -251,6 +262,10 @@ func invalidField(code codes.Code, field string) error {
 }
 
 // upstreamStatus maps any error from the Plaid client to the status the caller gets.
+// Only Plaid's own errors carry Plaid's words. Any other failure gets a fixed message:
+// the error itself names addresses, proxies, resolvers, TLS details and bytes of
+// Plaid's answer (which may be a user's data), so it goes to the call's log line
+// (upstream_error), tied to the caller's answer by the request id in both.
 func upstreamStatus(ctx context.Context, err error, callerKeys bool) error {
 	var pe *plaid.Error
 	var proto *plaid.ProtocolError
@@ -274,18 +289,23 @@ func upstreamStatus(ctx context.Context, err error, callerKeys bool) error {
 		return serviceError(codes.ResourceExhausted, "RATE_LIMIT_EXCEEDED", "RATE_LIMIT", 429, time.Second,
 			"too many calls to Plaid in flight; try again shortly").Err()
 	case errors.As(err, &proto):
-		code, retry := codes.Unavailable, time.Second
-		if proto.HTTPStatus >= 300 && proto.HTTPStatus < 400 || errors.Is(err, plaid.ErrTooLarge) {
-			code, retry = codes.Internal, 0 // configuration or limits: retrying will not help
+		code, retry, msg := codes.Unavailable, time.Second, "Plaid's answer could not be used"
+		switch {
+		case proto.HTTPStatus >= 300 && proto.HTTPStatus < 400:
+			// Configuration: retrying will not help.
+			code, retry, msg = codes.Internal, 0, "Plaid answered with a redirect, which is not followed"
+		case errors.Is(err, plaid.ErrTooLarge):
+			code, retry, msg = codes.Internal, 0, "Plaid's answer is larger than this service accepts"
+		case errors.Is(err, plaid.ErrCutShort):
+			msg = "Plaid's answer was cut short"
 		}
-		return serviceError(code, "API_ERROR", "INTERNAL_SERVER_ERROR", 502, retry,
-			"Plaid's answer could not be used: "+proto.Error()).Err()
+		return serviceError(code, "API_ERROR", "INTERNAL_SERVER_ERROR", 502, retry, msg).Err()
 	case errors.As(err, &netErr):
 		return serviceError(codes.Unavailable, "API_ERROR", "INTERNAL_SERVER_ERROR", 503, time.Second,
-			"Plaid could not be reached: "+err.Error()).Err()
+			"Plaid could not be reached").Err()
 	default:
 		return serviceError(codes.Internal, "API_ERROR", "INTERNAL_SERVER_ERROR", 500, 0,
-			"calling Plaid failed: "+err.Error()).Err()
+			"calling Plaid failed").Err()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/creditsessions/creditsessions/internal/membudget"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/stats"
@@ -91,10 +92,27 @@ func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		if err != nil {
 			attrs = append(attrs, slog.String("error", st.Message()))
+			if id := serviceRequestID(st); id != "" {
+				attrs = append(attrs, slog.String("request_id", id))
+			}
+			if ci.upstreamError != "" {
+				attrs = append(attrs, slog.String("upstream_error", ci.upstreamError))
+			}
 		}
 		logger.LogAttrs(ctx, level, "call", attrs...)
 		return resp, err
 	}
+}
+
+// serviceRequestID is the request id of an error that started in this service, the one
+// its caller was given; "" for other errors.
+func serviceRequestID(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ServiceDomain {
+			return info.GetMetadata()[MetaRequestID]
+		}
+	}
+	return ""
 }
 
 // HoldMemory is a gRPC stats handler that gives every call a hold on b, under which the

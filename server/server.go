@@ -110,6 +110,9 @@ func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSes
 
 	resp, err := s.upstream.CreditSessionsGet(ctx, call)
 	if err != nil {
+		if ci != nil {
+			ci.upstreamError = err.Error()
+		}
 		err = upstreamStatus(ctx, err, s.callerKeys)
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.Plaid.RequestID != "" {

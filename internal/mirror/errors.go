@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,7 +48,7 @@ func newAPIError(httpStatus int, errorType, errorCode, message string) apiError 
 // service's own, prefixed so nobody quotes it to Plaid.
 func (e apiError) write(w http.ResponseWriter) {
 	if e.body.RequestID == "" {
-		e.body.RequestID = "creditsessions-" + rand.Text()[:12]
+		e.body.RequestID = server.NewRequestID()
 	}
 	data, err := json.Marshal(e.body)
 	if err != nil { // strings and string pointers only
@@ -89,8 +88,8 @@ func handleError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w 
 	}
 	e := fromStatus(st)
 	e.retryAfter = retry
-	if e.body.RequestID != "" {
-		w.Header().Set("Plaid-Request-Id", e.body.RequestID)
+	if e.body.RequestID != "" && !strings.HasPrefix(e.body.RequestID, server.RequestIDPrefix) {
+		w.Header().Set("Plaid-Request-Id", e.body.RequestID) // Plaid's, never ours
 	}
 	e.write(w)
 }
