@@ -21,6 +21,7 @@ import (
 	"github.com/creditsessions/creditsessions/internal/observe"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/resilience"
+	"github.com/creditsessions/creditsessions/internal/watch"
 	"github.com/creditsessions/creditsessions/server"
 
 	"github.com/sony/gobreaker/v2"
@@ -70,6 +71,14 @@ type Config struct {
 	// AllowInsecure lets the gRPC and REST listeners face a network without TLS and
 	// caller authentication, and serves pprof on an admin address that is not loopback.
 	AllowInsecure bool
+	// StreamInterceptors run on every stream, gRPC and REST, after the service's own.
+	StreamInterceptors []grpc.StreamServerInterceptor
+	// Watch tunes WatchCreditSessions: poll interval, maximum duration, failure bound.
+	Watch watch.Config
+	// RedisAddr, when set, makes the replicas sharing it one fleet for watches: one
+	// poll per user for the whole fleet, webhooks reaching every replica. A host:port or
+	// a redis:// or rediss:// URL.
+	RedisAddr string
 }
 
 // DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
@@ -147,6 +156,8 @@ type App struct {
 	httpLn       net.Listener
 	adminLn      net.Listener
 	emulator     *emulator.Server
+	hub          *watch.Hub
+	fleet        *watch.RedisFleet
 	shuttingDown atomic.Bool
 }
 
@@ -230,6 +241,21 @@ func New(cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	watchCfg := cfg.Watch
+	watchCfg.Logger = a.logger
+	if cfg.RedisAddr != "" {
+		if a.fleet, err = watch.NewRedisFleet(cfg.RedisAddr, a.logger); err != nil {
+			return nil, err
+		}
+		watchCfg.Fleet = a.fleet
+		a.metrics.ObserveRedis(a.fleet.Up)
+	}
+	a.hub = watch.New(watchCfg)
+	if a.fleet != nil {
+		a.fleet.Attach(a.hub)
+	}
+	svc.EnableWatch(a.hub)
+	a.metrics.ObserveWatch(a.hub)
 	serverOptions := []grpc.ServerOption{grpc.StatsHandler(server.HoldMemory(budget))}
 	if security.TLS != nil {
 		serverOptions = append(serverOptions, grpc.Creds(credentials.NewTLS(security.TLS.Config("h2"))))
@@ -242,11 +268,14 @@ func New(cfg Config) (_ *App, err error) {
 		Logger: a.logger,
 		Interceptors: append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor(), security.Unary()},
 			cfg.Interceptors...),
-		StreamInterceptors: []grpc.StreamServerInterceptor{a.metrics.GRPC.StreamServerInterceptor(), security.Stream()},
-		ServerOptions:      serverOptions,
+		StreamInterceptors: append([]grpc.StreamServerInterceptor{a.metrics.GRPC.StreamServerInterceptor(), security.Stream()},
+			cfg.StreamInterceptors...),
+		ServerOptions: serverOptions,
 	})
 	a.metrics.GRPC.InitializeMetrics(a.grpc.Server)
-	rest, err := mirror.New(a.grpc.Service(), mirror.Options{Interceptor: a.grpc.Interceptor, AnswerMemory: budget})
+	rest, err := mirror.New(a.grpc.Service(), mirror.Options{
+		Interceptor: a.grpc.Interceptor, StreamInterceptor: a.grpc.StreamInterceptor, AnswerMemory: budget,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -377,6 +406,10 @@ func (a *App) shutdown() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
 	defer cancel()
+	// Watches never end by themselves: end them now, with Unavailable and a RetryInfo,
+	// so their clients reconnect to another replica, before the listeners close and
+	// GracefulStop waits for calls in flight.
+	a.hub.Drain(nil)
 
 	stopped := make(chan struct{})
 	go func() {
@@ -408,6 +441,12 @@ func (a *App) close() {
 		if ln != nil {
 			_ = ln.Close()
 		}
+	}
+	if a.hub != nil {
+		a.hub.Close() // releases this replica's poll leases
+	}
+	if a.fleet != nil {
+		_ = a.fleet.Close()
 	}
 	if a.emulator != nil {
 		_ = a.emulator.Close()

@@ -49,7 +49,7 @@ func newAPIError(httpStatus int, errorType, errorCode, message string) apiError 
 // service's own, prefixed so nobody quotes it to Plaid.
 func (e apiError) write(w http.ResponseWriter) {
 	if e.body.RequestID == "" {
-		e.body.RequestID = "creditsessions-" + rand.Text()[:12]
+		e.body.RequestID = serviceRequestID()
 	}
 	data, err := json.Marshal(e.body)
 	if err != nil { // strings and string pointers only
@@ -57,6 +57,10 @@ func (e apiError) write(w http.ResponseWriter) {
 	}
 	writeRaw(w, e.httpStatus, e.retryAfter, data)
 }
+
+// serviceRequestID is a request id of this service's own, prefixed so that nobody quotes
+// it to Plaid.
+func serviceRequestID() string { return "creditsessions-" + rand.Text()[:12] }
 
 func writeRaw(w http.ResponseWriter, httpStatus int, retryAfter float64, body []byte) {
 	h := w.Header()
