@@ -341,6 +341,9 @@ func (a *App) AdminAddr() net.Addr { return a.adminLn.Addr() }
 // ready reports whether the service takes calls: not shutting down, and serving.
 func (a *App) ready() bool { return !a.shuttingDown.Load() }
 
+// Hub holds the replica's watches.
+func (a *App) Hub() *watch.Hub { return a.hub }
+
 // Guard is the resilience layer in front of Plaid, for its stats.
 func (a *App) Guard() *resilience.Guard { return a.guard }
 

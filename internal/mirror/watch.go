@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -186,8 +187,9 @@ func (s *ndjsonStream) RecvMsg(m any) error {
 func (s *ndjsonStream) writeErrorLine(err error) {
 	var body []byte
 	var pe *plaid.Error
-	if errors.As(err, &pe) && len(pe.Body) > 0 && json.Valid(pe.Body) {
-		body = pe.Body
+	var compact bytes.Buffer
+	if errors.As(err, &pe) && len(pe.Body) > 0 && json.Compact(&compact, pe.Body) == nil {
+		body = compact.Bytes() // one line, whatever Plaid's layout
 	} else {
 		e := fromStatus(status.Convert(err))
 		if e.body.RequestID == "" {

@@ -347,6 +347,13 @@ func (h *Hub) has(key Key) bool {
 	return h.entries[key] != nil
 }
 
+// Users is the number of users watched on this replica: the polls it keeps.
+func (h *Hub) Users() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.entries)
+}
+
 // Watches is the number of watches on this replica.
 func (h *Hub) Watches() int {
 	h.mu.Lock()
