@@ -22,6 +22,7 @@ import (
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/resilience"
 	"github.com/creditsessions/creditsessions/internal/watch"
+	"github.com/creditsessions/creditsessions/internal/webhook"
 	"github.com/creditsessions/creditsessions/server"
 
 	"github.com/sony/gobreaker/v2"
@@ -79,6 +80,12 @@ type Config struct {
 	// poll per user for the whole fleet, webhooks reaching every replica. A host:port or
 	// a redis:// or rediss:// URL.
 	RedisAddr string
+	// WebhookAddr, when set, is the listen address of Plaid's webhooks: POST
+	// /webhooks/plaid and nothing else (no reflection, no metrics). Each verified webhook
+	// about a user's credit sessions wakes that user's watches, on every replica with
+	// RedisAddr. It faces Plaid, not internal callers: each webhook is authenticated by
+	// Plaid's signature, so it may listen beyond loopback.
+	WebhookAddr string
 }
 
 // DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
@@ -152,9 +159,11 @@ type App struct {
 	grpc         *server.GRPC
 	http         *http.Server
 	admin        *http.Server
+	webhooks     *http.Server
 	grpcLn       net.Listener
 	httpLn       net.Listener
 	adminLn      net.Listener
+	webhookLn    net.Listener
 	emulator     *emulator.Server
 	hub          *watch.Hub
 	fleet        *watch.RedisFleet
@@ -293,6 +302,26 @@ func New(cfg Config) (_ *App, err error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
+	if cfg.WebhookAddr != "" {
+		if !upstream.completeCredentials() {
+			return nil, errors.New("-webhook-addr: verifying Plaid's webhooks needs the service's own Plaid keys (PLAID_CLIENT_ID, PLAID_SECRET or their _FILE variables)")
+		}
+		hooks, err := webhook.NewHandler(webhook.Options{
+			Keys: client, Notifier: a.hub, Logger: a.logger, Metrics: a.metrics.Registry,
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.webhooks = &http.Server{
+			Handler:           hooks,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+		}
+	}
 	a.admin = &http.Server{
 		Handler:           withoutPprof(observe.AdminHandler(a.metrics, a.ready), !cfg.AllowInsecure && !isLoopback(cfg.AdminAddr)),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -309,6 +338,11 @@ func New(cfg Config) (_ *App, err error) {
 	}
 	if a.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	if a.webhooks != nil {
+		if a.webhookLn, err = net.Listen("tcp", cfg.WebhookAddr); err != nil {
+			return nil, fmt.Errorf("webhook listener: %w", err)
+		}
 	}
 	return a, nil
 }
@@ -333,6 +367,14 @@ func (a *App) Emulator() *emulator.Emulator {
 		return nil
 	}
 	return a.emulator.Emulator
+}
+
+// WebhookAddr is the address of the webhook listener, or nil when there is none.
+func (a *App) WebhookAddr() net.Addr {
+	if a.webhookLn == nil {
+		return nil
+	}
+	return a.webhookLn.Addr()
 }
 
 // AdminAddr is the address of the admin server: metrics, health probes, pprof.
@@ -376,6 +418,15 @@ func (a *App) Run(ctx context.Context) error {
 		return nil
 	})
 	a.logSecurity()
+	if a.webhooks != nil {
+		g.Go(func() error {
+			if err := a.webhooks.Serve(a.webhookLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("webhook server: %w", err)
+			}
+			return nil
+		})
+		a.logger.Info("receiving Plaid's webhooks", "webhook_addr", a.WebhookAddr().String(), "path", webhook.Path)
+	}
 	a.logger.Info("serving", "grpc_addr", a.GRPCAddr().String(), "http_addr", a.HTTPAddr().String(),
 		"admin_addr", a.AdminAddr().String(), "tracing", a.cfg.Tracing != nil)
 	g.Go(func() error {
@@ -419,6 +470,12 @@ func (a *App) shutdown() {
 		a.grpc.GracefulStop()
 		close(stopped)
 	}()
+	if a.webhooks != nil {
+		// Plaid retries a webhook that is not answered; nothing waits on this one.
+		if err := a.webhooks.Shutdown(ctx); err != nil {
+			_ = a.webhooks.Close()
+		}
+	}
 	if err := a.http.Shutdown(ctx); err != nil {
 		a.logger.Warn("REST mirror: calls still running at the end of the grace period", "error", err)
 		_ = a.http.Close()
@@ -440,7 +497,7 @@ func (a *App) shutdown() {
 
 // close releases what New opened, for a New that failed or a Run that ended.
 func (a *App) close() {
-	for _, ln := range []net.Listener{a.grpcLn, a.httpLn, a.adminLn} {
+	for _, ln := range []net.Listener{a.grpcLn, a.httpLn, a.adminLn, a.webhookLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

@@ -303,3 +303,65 @@ func TestWatchEndsAfterItsMaximumDuration(t *testing.T) {
 	require.Eventually(t, func() bool { return s.app.Hub().Watches() == 0 }, 5*time.Second, 5*time.Millisecond)
 }
 
+func TestWatchPushesAChangeWithinASecondOfAWebhook(t *testing.T) {
+	cfg := app.Config{WebhookAddr: "127.0.0.1:0"}
+	cfg.Watch.PollInterval = time.Hour // only the webhook can tell
+	s := start(t, cfg)
+	emu := s.app.Emulator()
+	const token = "user-sandbox-example#webhook"
+	userID := emu.UserID(token)
+	g := watchGRPC(t, s, &creditv1.WatchCreditSessionsRequest{UserToken: token, UserId: &userID})
+	r, _ := watchREST(t, s, `{"user_token":"`+token+`","user_id":"`+userID+`"}`)
+	for _, w := range []*watchClient{g, r} {
+		ev := w.next(t)
+		require.Equal(t, "INITIAL", ev.reason)
+		require.Equal(t, 2, ev.sessions)
+	}
+
+	_, err := emu.AddSession(token)
+	require.NoError(t, err)
+	fired := time.Now()
+	url := "http://" + s.app.WebhookAddr().String() + "/webhooks/plaid"
+	require.NoError(t, emu.FireWebhook(context.Background(), url, token, "INCOME", "BANK_INCOME_COMPLETE"))
+	for name, w := range map[string]*watchClient{"grpc": g, "rest": r} {
+		ev := w.next(t)
+		assert.Equal(t, "WEBHOOK", ev.reason, name)
+		assert.Equal(t, 3, ev.sessions, name)
+		assert.Less(t, time.Since(fired), time.Second, name)
+	}
+	// A webhook that concerns nothing watched changes nothing; a verified one about the
+	// user that finds nothing new sends nothing.
+	calls := emu.Calls()
+	require.NoError(t, emu.FireWebhook(context.Background(), url, token, "LINK", "SESSION_FINISHED"))
+	require.Eventually(t, func() bool { return emu.Calls() > calls }, 5*time.Second, 5*time.Millisecond)
+	g.none(t)
+	r.none(t)
+	metrics := s.scrape(t)
+	assert.Equal(t, 2.0, metrics["creditsessions_watch_messages_total"]["reason=webhook"])
+	assert.Equal(t, 2.0, metrics["creditsessions_webhooks_total"]["result=accepted"])
+
+	// The webhook listener serves that route only.
+	resp, err := http.Get("http://" + s.app.WebhookAddr().String() + "/metrics")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+func TestWatchPushesAChangeFoundByAPoll(t *testing.T) {
+	s := start(t, fastWatch(app.Config{}))
+	const token = "user-sandbox-example#poll"
+	watches := watchBoth(t, s, token)
+	for _, w := range watches {
+		require.Equal(t, "INITIAL", w.next(t).reason)
+	}
+	_, err := s.app.Emulator().AddSession(token)
+	require.NoError(t, err)
+	for name, w := range watches {
+		ev := w.next(t)
+		assert.Equal(t, "POLL", ev.reason, name)
+		assert.Equal(t, 3, ev.sessions, name)
+	}
+	for _, w := range watches {
+		w.none(t)
+	}
+}
