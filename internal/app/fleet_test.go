@@ -90,7 +90,8 @@ func startFleet(t *testing.T, redisAddr string, interval time.Duration) *fleet {
 		cfg := app.Config{
 			Plaid: app.PlaidConfig{BaseURL: emu.URL, Credentials: plaid.Credentials{
 				ClientID: emu.Emulator.ClientID(), Secret: emu.Emulator.Secret()}},
-			RedisAddr: redisAddr,
+			RedisAddr:   redisAddr,
+			WebhookAddr: "127.0.0.1:0",
 		}
 		cfg.Watch.PollInterval = interval
 		f.replicas = append(f.replicas, start(t, cfg))
@@ -141,19 +142,52 @@ func TestFleetPollsEachUserOncePerInterval(t *testing.T) {
 	r := startRedis(t)
 	const interval = 100 * time.Millisecond
 	f := startFleet(t, r.addr(), interval)
-	watches := f.watchEverywhere(t, "user-sandbox-example#fleet", "user-fleet", 5)
+	const token = "user-sandbox-example#fleet"
+	watches := f.watchEverywhere(t, token, f.emu.Emulator.UserID(token), 5)
 	f.pollsTakeAnIntervalEach(t, 6, interval)
 	for _, ws := range watches {
 		for _, w := range ws {
 			w.none(t)
 		}
 	}
+	// What the one poller finds reaches every replica's watches.
+	_, err := f.emu.Emulator.AddSession(token)
+	require.NoError(t, err)
+	for i, ws := range watches {
+		for _, w := range ws {
+			ev := w.next(t)
+			assert.Equal(t, "POLL", ev.reason, "replica %d", i)
+			assert.Equal(t, 3, ev.sessions, "replica %d", i)
+		}
+	}
+}
+
+func TestFleetWebhookOnOneReplicaReachesWatchesOnAll(t *testing.T) {
+	r := startRedis(t)
+	f := startFleet(t, r.addr(), time.Hour) // no poll during the test: only the webhook
+	const token = "user-sandbox-example#fleet-webhook"
+	watches := f.watchEverywhere(t, token, f.emu.Emulator.UserID(token), 5)
+	_, err := f.emu.Emulator.AddSession(token)
+	require.NoError(t, err)
+	calls := f.emu.Emulator.Calls()
+	fired := time.Now()
+	url := "http://" + f.replicas[0].app.WebhookAddr().String() + "/webhooks/plaid"
+	require.NoError(t, f.emu.Emulator.FireWebhook(context.Background(), url, token, "INCOME", "BANK_INCOME_COMPLETE"))
+	for i, ws := range watches {
+		for _, w := range ws {
+			ev := w.next(t)
+			assert.Equal(t, "WEBHOOK", ev.reason, "replica %d", i)
+			assert.Equal(t, 3, ev.sessions, "replica %d", i)
+		}
+	}
+	assert.Less(t, time.Since(fired), time.Second)
+	assert.Equal(t, calls+1, f.emu.Emulator.Calls(), "one Plaid call for the fleet")
 }
 
 func TestFleetWakeReachesEveryReplica(t *testing.T) {
 	r := startRedis(t)
 	f := startFleet(t, r.addr(), time.Hour) // no poll during the test: only wake-ups
-	f.watchEverywhere(t, "user-sandbox-example#wake", "user-wake", 5)
+	f.watchEverywhere(t, "user-sandbox-example#wake", "user-wake", 2)
 	for i, s := range f.replicas {
 		calls := f.emu.Emulator.Calls()
 		// A webhook about the user reaches replica i: whichever replica holds the
@@ -168,28 +202,36 @@ func TestFleetSurvivesRedisRestarting(t *testing.T) {
 	r := startRedis(t)
 	const interval = 100 * time.Millisecond
 	f := startFleet(t, r.addr(), interval)
-	watches := f.watchEverywhere(t, "user-sandbox-example#restart", "user-restart", 2)
+	const token = "user-sandbox-example#restart"
+	watches := f.watchEverywhere(t, token, f.emu.Emulator.UserID(token), 2)
+	changed := func(sessions int) {
+		t.Helper()
+		_, err := f.emu.Emulator.AddSession(token)
+		require.NoError(t, err)
+		for i, ws := range watches {
+			for _, w := range ws {
+				ev := w.next(t)
+				assert.Equal(t, "POLL", ev.reason, "replica %d", i)
+				assert.Equal(t, sessions, ev.sessions, "replica %d", i)
+			}
+		}
+	}
 
 	r.stop()
 	f.waitRedis(t, 0)
-	// Calls keep working, and watches keep polling, each replica on its own.
+	// Calls keep working, and watches keep being told, each replica polling on its own.
 	for i, s := range f.replicas {
 		resp, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example"})
 		require.NoError(t, err, "replica %d", i)
 		assert.Len(t, resp.GetSessions(), 2)
 	}
-	calls := f.emu.Emulator.Calls()
-	require.Eventually(t, func() bool { return f.emu.Emulator.Calls() >= calls+6 }, 10*time.Second, 10*time.Millisecond)
+	changed(3)
 
 	r.start()
 	f.waitRedis(t, 1)
 	// Back to one poller for the fleet; the watches never ended.
 	f.pollsTakeAnIntervalEach(t, 6, interval)
-	for _, ws := range watches {
-		for _, w := range ws {
-			w.none(t)
-		}
-	}
+	changed(4)
 	for i, s := range f.replicas {
 		assert.Equal(t, 2, s.app.Hub().Watches(), fmt.Sprintf("replica %d", i))
 	}
