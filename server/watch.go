@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"strings"
 	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
@@ -60,7 +61,9 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	defer w.Close()
 
 	started := time.Now().UnixNano()
-	first, err := s.fetch(ctx, call)
+	// The request id is copied for the log line and the header, which live as long as
+	// the watch: as a substring of the decoded answer, it would keep all of its strings.
+	first, err := s.fetchNoting(ctx, call, strings.Clone)
 	if err != nil {
 		return err
 	}
