@@ -78,6 +78,10 @@ type Config struct {
 	FailAfter time.Duration
 	// PollTimeout bounds one poll, the resilience layer's retries included [30s].
 	PollTimeout time.Duration
+	// MaxPolls caps the polls in flight on this replica [16]; a poll due beyond it is
+	// put off by a few milliseconds, so that many users falling due together (every
+	// client reconnecting after a restart) do not all call Plaid at the same instant.
+	MaxPolls int
 	// Fleet, when set, shares polls and wake-ups with other replicas.
 	Fleet Fleet
 	// Logger; nil means slog.Default().
@@ -94,6 +98,9 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxDuration, 30*time.Minute)
 	def(&c.FailAfter, 5*time.Minute)
 	def(&c.PollTimeout, 30*time.Second)
+	if c.MaxPolls <= 0 {
+		c.MaxPolls = 16
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -137,6 +144,7 @@ type Hub struct {
 	byUser   map[Key]map[*entry]struct{}
 	queue    schedule
 	watchers int
+	polls    int // in flight
 	draining error
 	kick     chan struct{}
 	stop     chan struct{}
@@ -225,7 +233,10 @@ func (h *Hub) Watch(key Key, userID string, fetch Fetch) (*Watcher, error) {
 	if e == nil {
 		e = &entry{key: key, fetch: fetch, watchers: make(map[*Watcher]struct{}, 1), item: item{idx: -1}}
 		h.entries[key] = e
-		e.at = now + int64(h.cfg.PollInterval)
+		// The first poll comes between half an interval and an interval from now, so
+		// that users whose watches started together are not polled together forever.
+		half := int64(h.cfg.PollInterval) / 2
+		e.at = now + half + rand.Int64N(half+1)
 		e.reason = creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_POLL
 		h.push(&e.item, e)
 	}
@@ -471,6 +482,12 @@ func (h *Hub) startPoll(e *entry) {
 	if e.polling {
 		return
 	}
+	if h.polls >= h.cfg.MaxPolls {
+		e.at = time.Now().UnixNano() + int64(time.Millisecond) + rand.Int64N(int64(10*time.Millisecond))
+		h.push(&e.item, e)
+		return
+	}
+	h.polls++
 	e.polling = true
 	reason := e.reason
 	e.reason = creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_POLL
@@ -501,6 +518,7 @@ func (h *Hub) poll(e *entry, reason creditv1.WatchCreditSessionsReason) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e.polling = false
+	h.polls--
 	if h.entries[e.key] != e {
 		return // its last watch left meanwhile
 	}
