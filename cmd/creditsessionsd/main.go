@@ -126,6 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		AllowInsecure:    *allowInsecure,
 		Watch:            watchCfg,
 		RedisAddr:        *redisAddr,
+		RedisPassword:    getenv("REDIS_PASSWORD"),
 		WebhookAddr:      *webhookAddr,
 	})
 	if err != nil {

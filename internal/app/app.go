@@ -80,6 +80,8 @@ type Config struct {
 	// poll per user for the whole fleet, webhooks reaching every replica. A host:port or
 	// a redis:// or rediss:// URL.
 	RedisAddr string
+	// RedisPassword authenticates to Redis (with the user in RedisAddr's URL, if any).
+	RedisPassword string
 	// WebhookAddr, when set, is the listen address of Plaid's webhooks: POST
 	// /webhooks/plaid and nothing else (no reflection, no metrics). Each verified webhook
 	// about a user's credit sessions wakes that user's watches, on every replica with
@@ -253,7 +255,7 @@ func New(cfg Config) (_ *App, err error) {
 	watchCfg := cfg.Watch
 	watchCfg.Logger = a.logger
 	if cfg.RedisAddr != "" {
-		if a.fleet, err = watch.NewRedisFleet(cfg.RedisAddr, a.logger); err != nil {
+		if a.fleet, err = watch.NewRedisFleet(cfg.RedisAddr, cfg.RedisPassword, a.logger); err != nil {
 			return nil, err
 		}
 		watchCfg.Fleet = a.fleet

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -76,17 +75,25 @@ type RedisFleet struct {
 // as gone, and watches fall back to local polling.
 const opTimeout = time.Second
 
-// NewRedisFleet connects to Redis at addr, a host:port or a redis:// or rediss:// URL.
-// Redis need not be up yet: the fleet works locally until it is.
-func NewRedisFleet(addr string, logger *slog.Logger) (*RedisFleet, error) {
+// NewRedisFleet connects to Redis at addr, a host:port or a redis:// or rediss:// URL
+// without a password (addr comes from argv), with password if not empty. Redis need not
+// be up yet: the fleet works locally until it is.
+func NewRedisFleet(addr, password string, logger *slog.Logger) (*RedisFleet, error) {
 	var opts *redis.Options
 	if strings.Contains(addr, "://") {
 		var err error
 		if opts, err = redis.ParseURL(addr); err != nil {
-			return nil, fmt.Errorf("-redis-addr: %w", err)
+			// Not wrapped: the URL's parse error may quote it.
+			return nil, errors.New("-redis-addr: not a redis:// or rediss:// URL")
+		}
+		if opts.Password != "" {
+			return nil, errors.New("-redis-addr: a password in the URL would be on the command line: set REDIS_PASSWORD instead")
 		}
 	} else {
 		opts = &redis.Options{Addr: addr}
+	}
+	if password != "" {
+		opts.Password = password
 	}
 	opts.DialTimeout = opTimeout / 2
 	opts.ReadTimeout = opTimeout / 2
