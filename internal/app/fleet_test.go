@@ -150,8 +150,19 @@ func TestFleetPollsEachUserOncePerInterval(t *testing.T) {
 			w.none(t)
 		}
 	}
+	// Redis names users by hashes only.
+	rc := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer rc.Close()
+	keys, err := rc.Keys(context.Background(), "*").Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, keys, "the poller's lease")
+	for _, k := range keys {
+		assert.NotContains(t, k, "user-sandbox")
+		assert.NotContains(t, k, f.emu.Emulator.UserID(token))
+	}
+
 	// What the one poller finds reaches every replica's watches.
-	_, err := f.emu.Emulator.AddSession(token)
+	_, err = f.emu.Emulator.AddSession(token)
 	require.NoError(t, err)
 	for i, ws := range watches {
 		for _, w := range ws {

@@ -14,11 +14,13 @@ import (
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/app"
 	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/server"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -364,4 +366,30 @@ func TestWatchPushesAChangeFoundByAPoll(t *testing.T) {
 	for _, w := range watches {
 		w.none(t)
 	}
+}
+
+func TestWatchLogsNeverHoldTokensOrSecrets(t *testing.T) {
+	s := start(t, app.Config{Plaid: app.PlaidConfig{CredentialsMode: server.CallerKeys}})
+	id, secret := s.app.Emulator().ClientID(), s.app.Emulator().Secret()
+	const token = "user-sandbox-example#watch-logs"
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "plaid-client-id", id, "plaid-secret", secret)
+	stream, err := s.grpc.WatchCreditSessions(ctx, &creditv1.WatchCreditSessionsRequest{UserToken: token})
+	require.NoError(t, err)
+	first, err := stream.Recv()
+	require.NoError(t, err)
+	assert.Len(t, first.GetResponse().GetSessions(), 2)
+	r, resp := watchREST(t, s, `{"user_token":"`+token+`","client_id":"`+id+`","secret":"`+secret+`"}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "INITIAL", r.next(t).reason)
+	_, resp = watchREST(t, s, `{"user_token":"`+token+`"}`)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "caller keys are required in caller-keys mode")
+	require.NoError(t, s.stopFn())
+
+	logs := s.logs.String()
+	for _, leak := range []string{secret, token} {
+		assert.NotContains(t, logs, leak)
+	}
+	assert.Contains(t, logs, `"method":"/plaid.credit.v1.CreditService/WatchCreditSessions","transport":"grpc"`)
+	assert.Contains(t, logs, `"method":"/plaid.credit.v1.CreditService/WatchCreditSessions","transport":"rest"`)
+	assert.Contains(t, logs, `"user_token_sha256":"`+server.TokenHash(token)+`"`)
 }
