@@ -179,9 +179,12 @@ func TestWatchSendsTheCurrentSessionsFirst(t *testing.T) {
 	assert.Equal(t, 2, ev.sessions)
 	assert.Equal(t, resp.Header.Get("Plaid-Request-Id"), ev.requestID)
 
+	// Counted once sent, which may be a moment after the client has it.
+	require.Eventually(t, func() bool {
+		return s.scrape(t)["creditsessions_watch_messages_total"]["reason=initial"] == 2
+	}, 5*time.Second, 5*time.Millisecond)
 	metrics := s.scrape(t)
 	assert.Equal(t, 2.0, metrics["creditsessions_watches"][""])
-	assert.Equal(t, 2.0, metrics["creditsessions_watch_messages_total"]["reason=initial"])
 	// The stream interceptors ran, for both transports.
 	assert.Equal(t, 2.0, metrics["grpc_server_started_total"]["grpc_method=WatchCreditSessions,grpc_service=plaid.credit.v1.CreditService,grpc_type=server_stream"])
 }
@@ -338,9 +341,11 @@ func TestWatchPushesAChangeWithinASecondOfAWebhook(t *testing.T) {
 	require.Eventually(t, func() bool { return emu.Calls() > calls }, 5*time.Second, 5*time.Millisecond)
 	g.none(t)
 	r.none(t)
-	metrics := s.scrape(t)
-	assert.Equal(t, 2.0, metrics["creditsessions_watch_messages_total"]["reason=webhook"])
-	assert.Equal(t, 2.0, metrics["creditsessions_webhooks_total"]["result=accepted"])
+	// Counted once sent, which may be a moment after the client has it.
+	require.Eventually(t, func() bool {
+		return s.scrape(t)["creditsessions_watch_messages_total"]["reason=webhook"] == 2
+	}, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, 2.0, s.scrape(t)["creditsessions_webhooks_total"]["result=accepted"])
 
 	// The webhook listener serves that route only.
 	resp, err := http.Get("http://" + s.app.WebhookAddr().String() + "/metrics")

@@ -1276,10 +1276,10 @@ const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"8CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_NO_EMPLOYERS_FOUND\x10\x02\x12=\n" +
 	"9CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_EMPLOYER_NOT_LISTED\x10\x03\x121\n" +
 	"-CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_STARTED\x10\x04\x128\n" +
-	"4CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_INTERNAL_ERROR\x10\x052\x99\x02\n" +
+	"4CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_INTERNAL_ERROR\x10\x052\xbb\x02\n" +
 	"\rCreditService\x12\x8e\x01\n" +
-	"\x11CreditSessionsGet\x12).plaid.credit.v1.CreditSessionsGetRequest\x1a*.plaid.credit.v1.CreditSessionsGetResponse\"\"\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/credit/sessions/get\x90\x02\x01\x12w\n" +
-	"\x13WatchCreditSessions\x12+.plaid.credit.v1.WatchCreditSessionsRequest\x1a,.plaid.credit.v1.WatchCreditSessionsResponse\"\x03\x90\x02\x010\x01BGZEgithub.com/creditsessions/creditsessions/gen/plaid/credit/v1;creditv1b\x06proto3"
+	"\x11CreditSessionsGet\x12).plaid.credit.v1.CreditSessionsGetRequest\x1a*.plaid.credit.v1.CreditSessionsGetResponse\"\"\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/credit/sessions/get\x90\x02\x01\x12\x98\x01\n" +
+	"\x13WatchCreditSessions\x12+.plaid.credit.v1.WatchCreditSessionsRequest\x1a,.plaid.credit.v1.WatchCreditSessionsResponse\"$\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/credit/sessions/watch\x90\x02\x010\x01BGZEgithub.com/creditsessions/creditsessions/gen/plaid/credit/v1;creditv1b\x06proto3"
 
 var (
 	file_plaid_credit_v1_credit_proto_rawDescOnce sync.Once

@@ -52,6 +52,9 @@ type CreditServiceClient interface {
 	// CreditSessionsGet would have got when Plaid's answer is the caller's error
 	// (NOT_FOUND for an unknown user_token, ...), or when Plaid has been failing for longer
 	// than the server's bound; transient failures are retried meanwhile.
+	//
+	// Over REST the stream is newline-delimited JSON (application/x-ndjson), one message
+	// per line; an error after the first line is a last line `{"error": {...}}`.
 	WatchCreditSessions(ctx context.Context, in *WatchCreditSessionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCreditSessionsResponse], error)
 }
 
@@ -114,6 +117,9 @@ type CreditServiceServer interface {
 	// CreditSessionsGet would have got when Plaid's answer is the caller's error
 	// (NOT_FOUND for an unknown user_token, ...), or when Plaid has been failing for longer
 	// than the server's bound; transient failures are retried meanwhile.
+	//
+	// Over REST the stream is newline-delimited JSON (application/x-ndjson), one message
+	// per line; an error after the first line is a last line `{"error": {...}}`.
 	WatchCreditSessions(*WatchCreditSessionsRequest, grpc.ServerStreamingServer[WatchCreditSessionsResponse]) error
 	mustEmbedUnimplementedCreditServiceServer()
 }
