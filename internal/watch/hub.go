@@ -82,6 +82,10 @@ type Config struct {
 	// put off by a few milliseconds, so that many users falling due together (every
 	// client reconnecting after a restart) do not all call Plaid at the same instant.
 	MaxPolls int
+	// MaxWatches caps the watches open on this replica [50,000, about 750 MiB]; past it a
+	// new watch is refused with ResourceExhausted and a RetryInfo, so that watches cannot
+	// take the replica's memory without bound.
+	MaxWatches int
 	// Fleet, when set, shares polls and wake-ups with other replicas.
 	Fleet Fleet
 	// Logger; nil means slog.Default().
@@ -100,6 +104,9 @@ func (c Config) withDefaults() Config {
 	def(&c.PollTimeout, 30*time.Second)
 	if c.MaxPolls <= 0 {
 		c.MaxPolls = 16
+	}
+	if c.MaxWatches <= 0 {
+		c.MaxWatches = 50000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -124,11 +131,13 @@ type Fleet interface {
 
 // ErrDraining ends watches when the replica shuts down: Unavailable with a RetryInfo of
 // zero, so clients reconnect at once, to another replica.
-var ErrDraining = drainingStatus()
+var ErrDraining = retryable(codes.Unavailable, "the server is shutting down; reconnect", 0)
 
-func drainingStatus() error {
-	st, err := status.New(codes.Unavailable, "the server is shutting down; reconnect").
-		WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(0)})
+// errTooManyWatches refuses a watch past MaxWatches: another replica may have room.
+var errTooManyWatches = retryable(codes.ResourceExhausted, "too many watches on this server; try again shortly", time.Second)
+
+func retryable(code codes.Code, msg string, delay time.Duration) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)})
 	if err != nil {
 		panic(err) // only for an OK status
 	}
@@ -228,6 +237,9 @@ func (h *Hub) Watch(key Key, userID string, fetch Fetch) (*Watcher, error) {
 	defer h.mu.Unlock()
 	if h.draining != nil {
 		return nil, h.draining
+	}
+	if h.watchers >= h.cfg.MaxWatches {
+		return nil, errTooManyWatches
 	}
 	e := h.entries[key]
 	if e == nil {

@@ -190,3 +190,14 @@ func TestAWakeUpPollsTheUserAtOnce(t *testing.T) {
 	require.NotNil(t, snap)
 	assert.Equal(t, creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_WEBHOOK, snap.Reason)
 }
+
+func TestWatchesPastTheCapAreRefused(t *testing.T) {
+	h := newHub(t, watch.Config{PollInterval: time.Hour, MaxWatches: 2})
+	for range 2 {
+		w, err := h.Watch(watch.Key{9}, "", nil)
+		require.NoError(t, err)
+		defer w.Close()
+	}
+	_, err := h.Watch(watch.Key{10}, "", nil)
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+}
