@@ -146,6 +146,11 @@ func leaseKey(key Key) string { return leasePrefix + hex.EncodeToString(key[:]) 
 
 // Lead implements Fleet.
 func (f *RedisFleet) Lead(ctx context.Context, key Key, ttl time.Duration) bool {
+	if !f.up.Load() {
+		// Known down: poll here without waiting on Redis; the receiving loop finds out
+		// when it is back (it pings Redis every second).
+		return true
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	held, err := lead.Run(ctx, f.client, []string{leaseKey(key)}, f.id, ttl.Milliseconds()).Int()
@@ -159,6 +164,9 @@ func (f *RedisFleet) Lead(ctx context.Context, key Key, ttl time.Duration) bool 
 
 // Release implements Fleet.
 func (f *RedisFleet) Release(key Key) {
+	if !f.up.Load() {
+		return // the lease expires by itself
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := release.Run(ctx, f.client, []string{leaseKey(key)}, f.id).Err(); err != nil {
@@ -202,6 +210,9 @@ func (f *RedisFleet) PublishResult(key Key, snap *Snapshot, err error) {
 }
 
 func (f *RedisFleet) publish(channel string, msg []byte) {
+	if !f.up.Load() {
+		return // nobody would hear it; the other replicas poll for themselves meanwhile
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := f.client.Publish(ctx, channel, msg).Err(); err != nil {
