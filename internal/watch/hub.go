@@ -159,6 +159,7 @@ type Hub struct {
 	stop     chan struct{}
 	done     chan struct{}
 	closed   bool
+	released []Key // leases to give up at Close: users whose last watch ended while draining
 
 	messages [4]atomic.Int64 // by reason
 }
@@ -330,7 +331,12 @@ func (w *Watcher) Close() {
 			}
 		}
 		if h.cfg.Fleet != nil {
-			go h.cfg.Fleet.Release(e.key)
+			if h.draining != nil {
+				// Every watch is ending at once: Close releases them all, in one go.
+				h.released = append(h.released, e.key)
+			} else {
+				go h.cfg.Fleet.Release(e.key)
+			}
 		}
 	}
 }
@@ -436,7 +442,7 @@ func (h *Hub) Close() {
 		return
 	}
 	h.closed = true
-	keys := make([]Key, 0, len(h.entries))
+	keys := append(make([]Key, 0, len(h.entries)+len(h.released)), h.released...)
 	for k := range h.entries {
 		keys = append(keys, k)
 	}
