@@ -207,6 +207,19 @@ func TestFleetWakeReachesEveryReplica(t *testing.T) {
 		require.Eventually(t, func() bool { return f.emu.Emulator.Calls() == calls+1 },
 			5*time.Second, 5*time.Millisecond, "a wake-up on replica %d", i)
 	}
+
+	// Shutdown gives the lease back, so another replica need not wait for it to expire.
+	rc := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer rc.Close()
+	leases, err := rc.Keys(context.Background(), "creditsessions:watch:lease:*").Result()
+	require.NoError(t, err)
+	require.Len(t, leases, 1, "one lease for the one user")
+	for _, s := range f.replicas {
+		require.NoError(t, s.stopFn())
+	}
+	leases, err = rc.Keys(context.Background(), "creditsessions:watch:lease:*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, leases)
 }
 
 func TestFleetSurvivesRedisRestarting(t *testing.T) {
