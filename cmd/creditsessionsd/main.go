@@ -205,6 +205,7 @@ func printTryIt(w io.Writer, a *app.App) {
   Serving from the embedded Plaid emulator. Try:
     grpcurl -plaintext -d '{"user_token":"%[1]s"}' %[2]s plaid.credit.v1.CreditService/CreditSessionsGet
     curl -s -H 'Content-Type: application/json' -d '{"user_token":"%[1]s"}' http://%[3]s/credit/sessions/get
+    grpcurl -plaintext -d '{"user_token":"%[1]s"}' %[2]s plaid.credit.v1.CreditService/WatchCreditSessions
 
 `, token, a.GRPCAddr(), a.HTTPAddr())
 }
