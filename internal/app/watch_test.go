@@ -224,6 +224,13 @@ func TestWatchEndsWithTheCallersError(t *testing.T) {
 		r, resp = watchREST(t, s, `{}`)
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
 		assert.Equal(t, "MISSING_FIELDS", r.next(t).errorLine["error_code"])
+		get, body := send(t, http.MethodGet, s.rest+"/credit/sessions/watch", "", "", nil)
+		assert.Equal(t, http.StatusBadRequest, get.StatusCode)
+		assert.Equal(t, "POST", get.Header.Get("Allow"))
+		assert.Contains(t, string(body), `"error_code":"NOT_FOUND"`)
+		xml, body := send(t, http.MethodPost, s.rest+"/credit/sessions/watch", "text/xml", `<user_token/>`, nil)
+		assert.Equal(t, http.StatusBadRequest, xml.StatusCode)
+		assert.Contains(t, string(body), `"error_code":"INVALID_BODY"`)
 	})
 	t.Run("while watching", func(t *testing.T) {
 		watches := watchBoth(t, s, "user-sandbox-example#caller-error")
