@@ -116,23 +116,17 @@ func (s *Service) plaidRequest(ctx context.Context, userToken, clientID, secret 
 
 // fetch calls Plaid through the resilience layer and maps its errors to gRPC status.
 func (s *Service) fetch(ctx context.Context, call plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
-	return s.fetchNoting(ctx, call, func(id string) string { return id })
-}
-
-// fetchNoting is fetch, with the request id that the log line and the response header
-// keep passed through keep first.
-func (s *Service) fetchNoting(ctx context.Context, call plaid.Request, keep func(string) string) (*creditv1.CreditSessionsGetResponse, error) {
 	ci := callInfoFrom(ctx)
 	resp, err := s.upstream.CreditSessionsGet(ctx, call)
 	if err != nil {
 		err = upstreamStatus(ctx, err, s.callerKeys)
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.Plaid.RequestID != "" {
-			s.noteRequestID(ctx, ci, keep(ue.Plaid.RequestID))
+			s.noteRequestID(ctx, ci, ue.Plaid.RequestID)
 		}
 		return nil, err
 	}
-	s.noteRequestID(ctx, ci, keep(resp.GetRequestId()))
+	s.noteRequestID(ctx, ci, resp.GetRequestId())
 	return resp, nil
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"strings"
 	"time"
 
@@ -61,11 +62,21 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	defer w.Close()
 
 	started := time.Now().UnixNano()
-	// The request id is copied for the log line and the header, which live as long as
-	// the watch: as a substring of the decoded answer, it would keep all of its strings.
-	first, err := s.fetchNoting(ctx, call, strings.Clone)
+	first, err := s.upstream.CreditSessionsGet(ctx, call)
+	ci := callInfoFrom(ctx)
 	if err != nil {
+		err = upstreamStatus(ctx, err, s.callerKeys)
+		var ue *UpstreamError
+		if errors.As(err, &ue) && ci != nil {
+			ci.requestID = ue.Plaid.RequestID
+		}
 		return err
+	}
+	// Plaid's request id is in every message; it is not sent as header metadata too,
+	// which a watch would hold for its whole life. The log line keeps a copy: as a
+	// substring of the decoded answer, it would keep all of the answer's strings alive.
+	if ci != nil {
+		ci.requestID = strings.Clone(first.GetRequestId())
 	}
 	if err := s.sendWatch(stream, creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL, first); err != nil {
 		return err

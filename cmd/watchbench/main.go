@@ -79,7 +79,7 @@ func serve(ctx context.Context) error {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("watchbench", flag.ContinueOnError)
 	watches := fs.Int("watches", 10000, "idle watches to open, one user each")
-	conns := fs.Int("conns", 10, "gRPC connections to spread them over")
+	conns := fs.Int("conns", 100, "gRPC connections to spread them over (at most 128 streams each are allowed on a hardened server)")
 	idle := fs.Duration("idle", 20*time.Second, "how long to measure CPU with every watch open")
 	heapProfile := fs.String("heapprofile", "", "write the service's heap profile, with every watch open, to this `file`")
 	if err := fs.Parse(args); err != nil {

@@ -126,13 +126,14 @@ func (s *ndjsonStream) SendHeader(md metadata.MD) error {
 	if err := s.SetHeader(md); err != nil {
 		return err
 	}
-	s.start()
+	s.start(nil)
 	return s.rc.Flush()
 }
 
 func (s *ndjsonStream) SetTrailer(metadata.MD) {}
 
-func (s *ndjsonStream) start() {
+// start sends the status and the headers, with first, the first message, if any.
+func (s *ndjsonStream) start(first *creditv1.WatchCreditSessionsResponse) {
 	if s.started {
 		return
 	}
@@ -141,6 +142,9 @@ func (s *ndjsonStream) start() {
 	h.Set("Content-Type", "application/x-ndjson")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
+	if id := first.GetResponse().GetRequestId(); id != "" {
+		h.Set("Plaid-Request-Id", id) // the first answer's, as on the other routes
+	}
 	for k, v := range s.header {
 		if name, ok := outgoingHeader(k); ok && len(v) > 0 {
 			h.Set(name, v[0])
@@ -162,7 +166,7 @@ func (s *ndjsonStream) SendMsg(m any) error {
 	if cap(s.line) > 64<<10 {
 		s.line = nil // keep no large buffer for an idle watch
 	}
-	s.start()
+	s.start(msg)
 	if _, err := s.w.Write(line); err != nil {
 		return status.FromContextError(context.Canceled).Err() // the client went away
 	}
