@@ -64,44 +64,48 @@ func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		start := time.Now()
 		ctx, ci := withCallInfo(ctx)
 		resp, err := handler(ctx, req)
-		st := status.Convert(err)
-		level := slog.LevelInfo
-		if st.Code() == codes.Internal || st.Code() == codes.Unknown || st.Code() == codes.DataLoss {
-			level = slog.LevelError
-		}
-		if !logger.Enabled(ctx, level) {
-			return resp, err // nothing below is worth computing for a line nobody writes
-		}
-		addr, userAgent := callerOf(ctx)
-		attrs := make([]slog.Attr, 0, 10)
-		attrs = append(attrs,
-			slog.String("method", info.FullMethod),
-			slog.String("transport", transportOf(ctx)),
-			slog.String("code", st.Code().String()),
-			slog.Duration("latency", time.Since(start)),
-			slog.String("plaid_request_id", ci.requestID),
-			slog.String("caller", addr),
-			slog.String("user_agent", userAgent),
-			slog.String("user_token_sha256", ci.tokenHash),
-		)
-		if ci.caller != "" {
-			attrs = append(attrs, slog.String("caller_identity", ci.caller))
-		}
-		if ci.clientID != "" {
-			attrs = append(attrs, slog.String("plaid_client_id", ci.clientID))
-		}
-		if err != nil {
-			attrs = append(attrs, slog.String("error", st.Message()))
-			if id := serviceRequestID(st); id != "" {
-				attrs = append(attrs, slog.String("request_id", id))
-			}
-			if ci.upstreamError != "" {
-				attrs = append(attrs, slog.String("upstream_error", ci.upstreamError))
-			}
-		}
-		logger.LogAttrs(ctx, level, "call", attrs...)
+		logCall(ctx, logger, info.FullMethod, start, ci, err)
 		return resp, err
 	}
+}
+
+func logCall(ctx context.Context, logger *slog.Logger, method string, start time.Time, ci *callInfo, err error) {
+	st := status.Convert(err)
+	level := slog.LevelInfo
+	if st.Code() == codes.Internal || st.Code() == codes.Unknown || st.Code() == codes.DataLoss {
+		level = slog.LevelError
+	}
+	if !logger.Enabled(ctx, level) {
+		return // nothing below is worth computing for a line nobody writes
+	}
+	addr, userAgent := callerOf(ctx)
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs,
+		slog.String("method", method),
+		slog.String("transport", transportOf(ctx)),
+		slog.String("code", st.Code().String()),
+		slog.Duration("latency", time.Since(start)),
+		slog.String("plaid_request_id", ci.requestID),
+		slog.String("caller", addr),
+		slog.String("user_agent", userAgent),
+		slog.String("user_token_sha256", ci.tokenHash),
+	)
+	if ci.caller != "" {
+		attrs = append(attrs, slog.String("caller_identity", ci.caller))
+	}
+	if ci.clientID != "" {
+		attrs = append(attrs, slog.String("plaid_client_id", ci.clientID))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", st.Message()))
+		if id := serviceRequestID(st); id != "" {
+			attrs = append(attrs, slog.String("request_id", id))
+		}
+		if ci.upstreamError != "" {
+			attrs = append(attrs, slog.String("upstream_error", ci.upstreamError))
+		}
+	}
+	logger.LogAttrs(ctx, level, "call", attrs...)
 }
 
 // serviceRequestID is the request id of an error that started in this service, the one
@@ -142,3 +146,36 @@ func (memoryHolder) HandleRPC(ctx context.Context, s stats.RPCStats) {
 
 func (memoryHolder) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
 func (memoryHolder) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// ChainStream folds stream interceptors into one, the first outermost, as
+// grpc.ChainStreamInterceptor does inside a server.
+func ChainStream(interceptors ...grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		next := handler
+		for i := len(interceptors) - 1; i >= 0; i-- {
+			icpt, inner := interceptors[i], next
+			next = func(srv any, ss grpc.ServerStream) error { return icpt(srv, ss, info, inner) }
+		}
+		return next(srv, ss)
+	}
+}
+
+// contextStream is a ServerStream with a context of the interceptor's making.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s contextStream) Context() context.Context { return s.ctx }
+
+// logStreams is logCalls for streams: one line when the stream ends, with the same
+// fields, the first answer's Plaid request id, and how long the stream lasted.
+func logStreams(logger *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		start := time.Now()
+		ctx, ci := withCallInfo(ss.Context())
+		err := handler(srv, contextStream{ServerStream: ss, ctx: ctx})
+		logCall(ctx, logger, info.FullMethod, start, ci, err)
+		return err
+	}
+}

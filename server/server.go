@@ -12,6 +12,7 @@ import (
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/watch"
 
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc"
@@ -53,6 +54,7 @@ type Service struct {
 	creditv1.UnimplementedCreditServiceServer
 	upstream   Upstream
 	callerKeys bool
+	watch      *watch.Hub
 }
 
 var _ creditv1.CreditServiceServer = (*Service)(nil)
@@ -73,13 +75,23 @@ func New(upstream Upstream, credentials string) (*Service, error) {
 // CreditSessionsGet checks the request, then fetches the user's sessions from Plaid. The
 // caller's deadline and cancellation travel with ctx to the upstream request.
 func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSessionsGetRequest) (*creditv1.CreditSessionsGetResponse, error) {
-	call := plaid.Request{UserToken: req.GetUserToken()}
+	call, err := s.plaidRequest(ctx, req.GetUserToken(), req.GetClientId(), req.GetSecret())
+	if err != nil {
+		return nil, err
+	}
+	return s.fetch(ctx, call)
+}
+
+// plaidRequest checks a call's user token and, in caller-keys mode, its keys, and notes
+// them for the call's log line.
+func (s *Service) plaidRequest(ctx context.Context, userToken, clientID, secret string) (plaid.Request, error) {
+	call := plaid.Request{UserToken: userToken}
 	var missing []string
 	if call.UserToken == "" {
 		missing = append(missing, "user_token")
 	}
 	if s.callerKeys {
-		call.Credentials = callerCredentials(ctx, req)
+		call.Credentials = callerCredentials(ctx, clientID, secret)
 		if call.Credentials.ClientID == "" {
 			missing = append(missing, "client_id")
 		}
@@ -88,26 +100,29 @@ func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSes
 		}
 	}
 	if len(missing) > 0 {
-		return nil, missingFields(codes.InvalidArgument, missing...)
+		return call, missingFields(codes.InvalidArgument, missing...)
 	}
 	if !validUserToken(call.UserToken) {
 		// Plaid would refuse it too; refused here, it never leaves the service.
-		return nil, invalidField(codes.InvalidArgument, "user_token")
+		return call, invalidField(codes.InvalidArgument, "user_token")
 	}
 	if s.callerKeys && (!httpguts.ValidHeaderFieldValue(call.Credentials.ClientID) ||
 		!httpguts.ValidHeaderFieldValue(call.Credentials.Secret)) {
 		// They travel to Plaid as header fields, where a CR or LF would start fields of
 		// the caller's choosing. No real key holds one: answered as Plaid answers wrong keys.
-		return nil, serviceError(codes.Unauthenticated, "INVALID_INPUT", "INVALID_API_KEYS", 400, 0,
+		return call, serviceError(codes.Unauthenticated, "INVALID_INPUT", "INVALID_API_KEYS", 400, 0,
 			"invalid client_id or secret provided").Err()
 	}
-
-	ci := callInfoFrom(ctx)
-	if ci != nil {
+	if ci := callInfoFrom(ctx); ci != nil {
 		ci.tokenHash = TokenHash(call.UserToken)
 		ci.clientID = call.Credentials.ClientID
 	}
+	return call, nil
+}
 
+// fetch calls Plaid through the resilience layer and maps its errors to gRPC status.
+func (s *Service) fetch(ctx context.Context, call plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+	ci := callInfoFrom(ctx)
 	resp, err := s.upstream.CreditSessionsGet(ctx, call)
 	if err != nil {
 		if ci != nil {
@@ -146,8 +161,8 @@ func (s *Service) noteRequestID(ctx context.Context, ci *callInfo, id string) {
 }
 
 // callerCredentials takes the caller's keys from the request, or else from metadata.
-func callerCredentials(ctx context.Context, req *creditv1.CreditSessionsGetRequest) plaid.Credentials {
-	creds := plaid.Credentials{ClientID: req.GetClientId(), Secret: req.GetSecret()}
+func callerCredentials(ctx context.Context, clientID, secret string) plaid.Credentials {
+	creds := plaid.Credentials{ClientID: clientID, Secret: secret}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if creds.ClientID == "" {
 		creds.ClientID = first(md.Get(clientIDKey))
@@ -186,8 +201,8 @@ type Options struct {
 	// Interceptors run after the service's own (recovery, logging), in order, on gRPC
 	// and REST calls alike.
 	Interceptors []grpc.UnaryServerInterceptor
-	// StreamInterceptors run on streaming calls (reflection, and streams to come), in
-	// order: the stream chain that matches Interceptors.
+	// StreamInterceptors are Interceptors' counterparts for streaming calls (reflection,
+	// watches), in the same order, on gRPC and REST streams alike.
 	StreamInterceptors []grpc.StreamServerInterceptor
 	// ServerOptions are passed to grpc.NewServer.
 	ServerOptions []grpc.ServerOption
@@ -202,6 +217,9 @@ type GRPC struct {
 	// Interceptor is the whole unary chain, for callers that reach the service without
 	// going through the gRPC server (the REST mirror).
 	Interceptor grpc.UnaryServerInterceptor
+	// StreamInterceptor is the whole stream chain, the unary chain's counterpart, for
+	// the REST mirror's streaming routes.
+	StreamInterceptor grpc.StreamServerInterceptor
 
 	svc creditv1.CreditServiceServer
 }
@@ -216,6 +234,7 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 		logger = slog.Default()
 	}
 	chain := append([]grpc.UnaryServerInterceptor{recoverPanics(logger), logCalls(logger)}, opts.Interceptors...)
+	streamChain := append([]grpc.StreamServerInterceptor{recoverStreamPanics(logger), logStreams(logger)}, opts.StreamInterceptors...)
 	serverOptions := append([]grpc.ServerOption{
 		// Calls run on long-lived goroutines whose stacks have already grown to what a
 		// call needs, instead of a fresh goroutine per call growing its stack by copying
@@ -225,11 +244,12 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 		RequestCodec(),
 	}, opts.ServerOptions...)
 	g := &GRPC{
-		Server: grpc.NewServer(append(serverOptions, grpc.ChainUnaryInterceptor(chain...),
-			grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{recoverStreamPanics(logger)}, opts.StreamInterceptors...)...))...),
-		Health:      health.NewServer(),
-		Interceptor: ChainUnary(chain...),
-		svc:         svc,
+		Server: grpc.NewServer(append(serverOptions,
+			grpc.ChainUnaryInterceptor(chain...), grpc.ChainStreamInterceptor(streamChain...))...),
+		Health:            health.NewServer(),
+		Interceptor:       ChainUnary(chain...),
+		StreamInterceptor: ChainStream(streamChain...),
+		svc:               svc,
 	}
 	creditv1.RegisterCreditServiceServer(g.Server, svc)
 	healthpb.RegisterHealthServer(g.Server, g.Health)

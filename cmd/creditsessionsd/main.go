@@ -24,6 +24,7 @@ import (
 	"github.com/creditsessions/creditsessions/internal/observe"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/resilience"
+	"github.com/creditsessions/creditsessions/internal/watch"
 	"github.com/creditsessions/creditsessions/server"
 
 	"golang.org/x/term"
@@ -78,6 +79,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.Float64Var(&sec.CallerRate, "caller-rate", 0, "calls a second each caller may make (0: no quota)")
 	fs.IntVar(&sec.CallerBurst, "caller-burst", 0, "calls a caller may make at once past -caller-rate (0: the rate, at least 1)")
 	allowInsecure := fs.Bool("allow-insecure", false, "serve non-loopback addresses without TLS and caller authentication, and pprof on a non-loopback admin address")
+	var watchCfg watch.Config
+	fs.DurationVar(&watchCfg.PollInterval, "watch-poll-interval", time.Minute, "how often each watched user is polled (once for all its watches; once for the fleet with -redis-addr)")
+	fs.DurationVar(&watchCfg.MaxDuration, "watch-max-duration", 30*time.Minute, "watches end (with OK: reconnect) after at most this long")
+	webhookAddr := fs.String("webhook-addr", "", "listen `address` for Plaid's webhooks (POST /webhooks/plaid only; signature-verified, so it may face beyond loopback); empty: off, watches rely on polling")
+	redisAddr := fs.String("redis-addr", "", "Redis `address` (host:port or redis:// URL) shared by the replicas: one poll per user for the fleet, webhooks reach every replica; empty: each replica on its own")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -118,6 +124,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Logger:           logger,
 		Security:         sec,
 		AllowInsecure:    *allowInsecure,
+		Watch:            watchCfg,
+		RedisAddr:        *redisAddr,
+		RedisPassword:    getenv("REDIS_PASSWORD"),
+		WebhookAddr:      *webhookAddr,
 	})
 	if err != nil {
 		return err
@@ -195,6 +205,7 @@ func printTryIt(w io.Writer, a *app.App) {
   Serving from the embedded Plaid emulator. Try:
     grpcurl -plaintext -d '{"user_token":"%[1]s"}' %[2]s plaid.credit.v1.CreditService/CreditSessionsGet
     curl -s -H 'Content-Type: application/json' -d '{"user_token":"%[1]s"}' http://%[3]s/credit/sessions/get
+    grpcurl -plaintext -d '{"user_token":"%[1]s"}' %[2]s plaid.credit.v1.CreditService/WatchCreditSessions
 
 `, token, a.GRPCAddr(), a.HTTPAddr())
 }

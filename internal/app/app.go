@@ -21,6 +21,8 @@ import (
 	"github.com/creditsessions/creditsessions/internal/observe"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/resilience"
+	"github.com/creditsessions/creditsessions/internal/watch"
+	"github.com/creditsessions/creditsessions/internal/webhook"
 	"github.com/creditsessions/creditsessions/server"
 
 	"github.com/sony/gobreaker/v2"
@@ -73,6 +75,22 @@ type Config struct {
 	// AllowInsecure lets the gRPC and REST listeners face a network without TLS and
 	// caller authentication, and serves pprof on an admin address that is not loopback.
 	AllowInsecure bool
+	// StreamInterceptors run on every stream, gRPC and REST, after the service's own.
+	StreamInterceptors []grpc.StreamServerInterceptor
+	// Watch tunes WatchCreditSessions: poll interval, maximum duration, failure bound.
+	Watch watch.Config
+	// RedisAddr, when set, makes the replicas sharing it one fleet for watches: one
+	// poll per user for the whole fleet, webhooks reaching every replica. A host:port or
+	// a redis:// or rediss:// URL.
+	RedisAddr string
+	// RedisPassword authenticates to Redis (with the user in RedisAddr's URL, if any).
+	RedisPassword string
+	// WebhookAddr, when set, is the listen address of Plaid's webhooks: POST
+	// /webhooks/plaid and nothing else (no reflection, no metrics). Each verified webhook
+	// about a user's credit sessions wakes that user's watches, on every replica with
+	// RedisAddr. It faces Plaid, not internal callers: each webhook is authenticated by
+	// Plaid's signature, so it may listen beyond loopback.
+	WebhookAddr string
 }
 
 // DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
@@ -146,10 +164,14 @@ type App struct {
 	grpc         *server.GRPC
 	http         *http.Server
 	admin        *http.Server
+	webhooks     *http.Server
 	grpcLn       net.Listener
 	httpLn       net.Listener
 	adminLn      net.Listener
+	webhookLn    net.Listener
 	emulator     *emulator.Server
+	hub          *watch.Hub
+	fleet        *watch.RedisFleet
 	shuttingDown atomic.Bool
 }
 
@@ -236,6 +258,21 @@ func New(cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	watchCfg := cfg.Watch
+	watchCfg.Logger = a.logger
+	if cfg.RedisAddr != "" {
+		if a.fleet, err = watch.NewRedisFleet(cfg.RedisAddr, cfg.RedisPassword, a.logger); err != nil {
+			return nil, err
+		}
+		watchCfg.Fleet = a.fleet
+		a.metrics.ObserveRedis(a.fleet.Up)
+	}
+	a.hub = watch.New(watchCfg)
+	if a.fleet != nil {
+		a.fleet.Attach(a.hub)
+	}
+	svc.EnableWatch(a.hub)
+	a.metrics.ObserveWatch(a.hub)
 	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)))
 	if security.TLS != nil {
 		serverOptions = append(serverOptions, grpc.Creds(credentials.NewTLS(security.TLS.Config("h2"))))
@@ -248,11 +285,14 @@ func New(cfg Config) (_ *App, err error) {
 		Logger: a.logger,
 		Interceptors: append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor(), security.Unary()},
 			cfg.Interceptors...),
-		StreamInterceptors: []grpc.StreamServerInterceptor{a.metrics.GRPC.StreamServerInterceptor(), security.Stream()},
-		ServerOptions:      serverOptions,
+		StreamInterceptors: append([]grpc.StreamServerInterceptor{a.metrics.GRPC.StreamServerInterceptor(), security.Stream()},
+			cfg.StreamInterceptors...),
+		ServerOptions: serverOptions,
 	})
 	a.metrics.GRPC.InitializeMetrics(a.grpc.Server)
-	rest, err := mirror.New(a.grpc.Service(), mirror.Options{Interceptor: a.grpc.Interceptor, AnswerMemory: budget})
+	rest, err := mirror.New(a.grpc.Service(), mirror.Options{
+		Interceptor: a.grpc.Interceptor, StreamInterceptor: a.grpc.StreamInterceptor, AnswerMemory: budget,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -263,6 +303,26 @@ func New(cfg Config) (_ *App, err error) {
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 	}
 	a.http = restServer(rest, a.logger, cfg.HeaderTimeout)
+	if cfg.WebhookAddr != "" {
+		if !upstream.completeCredentials() {
+			return nil, errors.New("-webhook-addr: verifying Plaid's webhooks needs the service's own Plaid keys (PLAID_CLIENT_ID, PLAID_SECRET or their _FILE variables)")
+		}
+		hooks, err := webhook.NewHandler(webhook.Options{
+			Keys: client, Notifier: a.hub, Logger: a.logger, Metrics: a.metrics.Registry,
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.webhooks = &http.Server{
+			Handler:           hooks,
+			ReadHeaderTimeout: cfg.HeaderTimeout,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+		}
+	}
 	a.admin = &http.Server{
 		Handler:           withoutPprof(observe.AdminHandler(a.metrics, a.ready), !cfg.AllowInsecure && !isLoopback(cfg.AdminAddr)),
 		ReadHeaderTimeout: cfg.HeaderTimeout,
@@ -281,6 +341,11 @@ func New(cfg Config) (_ *App, err error) {
 	}
 	if a.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	if a.webhooks != nil {
+		if a.webhookLn, err = net.Listen("tcp", cfg.WebhookAddr); err != nil {
+			return nil, fmt.Errorf("webhook listener: %w", err)
+		}
 	}
 	return a, nil
 }
@@ -307,11 +372,22 @@ func (a *App) Emulator() *emulator.Emulator {
 	return a.emulator.Emulator
 }
 
+// WebhookAddr is the address of the webhook listener, or nil when there is none.
+func (a *App) WebhookAddr() net.Addr {
+	if a.webhookLn == nil {
+		return nil
+	}
+	return a.webhookLn.Addr()
+}
+
 // AdminAddr is the address of the admin server: metrics, health probes, pprof.
 func (a *App) AdminAddr() net.Addr { return a.adminLn.Addr() }
 
 // ready reports whether the service takes calls: not shutting down, and serving.
 func (a *App) ready() bool { return !a.shuttingDown.Load() }
+
+// Hub holds the replica's watches.
+func (a *App) Hub() *watch.Hub { return a.hub }
 
 // Guard is the resilience layer in front of Plaid, for its stats.
 func (a *App) Guard() *resilience.Guard { return a.guard }
@@ -345,6 +421,15 @@ func (a *App) Run(ctx context.Context) error {
 		return nil
 	})
 	a.logSecurity()
+	if a.webhooks != nil {
+		g.Go(func() error {
+			if err := a.webhooks.Serve(a.webhookLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("webhook server: %w", err)
+			}
+			return nil
+		})
+		a.logger.Info("receiving Plaid's webhooks", "webhook_addr", a.WebhookAddr().String(), "path", webhook.Path)
+	}
 	a.logger.Info("serving", "grpc_addr", a.GRPCAddr().String(), "http_addr", a.HTTPAddr().String(),
 		"admin_addr", a.AdminAddr().String(), "tracing", a.cfg.Tracing != nil)
 	g.Go(func() error {
@@ -378,12 +463,22 @@ func (a *App) shutdown() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
 	defer cancel()
+	// Watches never end by themselves: end them now, with Unavailable and a RetryInfo,
+	// so their clients reconnect to another replica, before the listeners close and
+	// GracefulStop waits for calls in flight.
+	a.hub.Drain(nil)
 
 	stopped := make(chan struct{})
 	go func() {
 		a.grpc.GracefulStop()
 		close(stopped)
 	}()
+	if a.webhooks != nil {
+		// Plaid retries a webhook that is not answered; nothing waits on this one.
+		if err := a.webhooks.Shutdown(ctx); err != nil {
+			_ = a.webhooks.Close()
+		}
+	}
 	if err := a.http.Shutdown(ctx); err != nil {
 		a.logger.Warn("REST mirror: calls still running at the end of the grace period", "error", err)
 		_ = a.http.Close()
@@ -405,10 +500,16 @@ func (a *App) shutdown() {
 
 // close releases what New opened, for a New that failed or a Run that ended.
 func (a *App) close() {
-	for _, ln := range []net.Listener{a.grpcLn, a.httpLn, a.adminLn} {
+	for _, ln := range []net.Listener{a.grpcLn, a.httpLn, a.adminLn, a.webhookLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}
+	}
+	if a.hub != nil {
+		a.hub.Close() // releases this replica's poll leases
+	}
+	if a.fleet != nil {
+		_ = a.fleet.Close()
 	}
 	if a.emulator != nil {
 		_ = a.emulator.Close()

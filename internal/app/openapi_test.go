@@ -113,6 +113,21 @@ func TestOpenAPIDocumentDescribesWhatTheMirrorSends(t *testing.T) {
 		c.check("error "+body, v, errSchema)
 	}
 
+	// The watch: each line as the mirror sends it.
+	watchOp := doc["paths"].(map[string]any)["/credit/sessions/watch"].(map[string]any)["post"].(map[string]any)
+	assert.Equal(t, []any{"application/x-ndjson"}, watchOp["produces"])
+	lineSchema := watchOp["responses"].(map[string]any)["200"].(map[string]any)["schema"].(map[string]any)
+	w, _ := watchREST(t, s, `{"user_token":"user-sandbox-full"}`)
+	require.Equal(t, "INITIAL", w.next(t).reason)
+	wresp, wbody := s.post(t, "/credit/sessions/watch", `{"user_token":"nobody"}`)
+	require.Equal(t, http.StatusBadRequest, wresp.StatusCode)
+	var werr map[string]any
+	require.NoError(t, json.Unmarshal(wbody, &werr))
+	assert.Equal(t, "INVALID_USER_TOKEN", werr["error_code"])
+	c.check("watch line", map[string]any{"reason": "INITIAL", "response": map[string]any{"request_id": "x", "sessions": []any{}}}, lineSchema)
+	assert.Equal(t, []any{"INITIAL", "WEBHOOK", "POLL"}, c.defs["v1WatchCreditSessionsReason"].(map[string]any)["enum"])
+	assert.NotContains(t, doc, "x-stream-definitions")
+
 	reqSchema := c.resolve(op["parameters"].([]any)[0].(map[string]any)["schema"].(map[string]any))
 	assert.Equal(t, []any{"user_token"}, reqSchema["required"])
 	assert.ElementsMatch(t, []string{"user_token", "client_id", "secret"}, keys(reqSchema["properties"].(map[string]any)))

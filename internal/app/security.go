@@ -22,6 +22,9 @@ func checkExposure(cfg Config) error {
 	if cfg.Security.Secure() || cfg.AllowInsecure {
 		return nil
 	}
+	// Not WebhookAddr: it serves Plaid's webhooks only, each authenticated by Plaid's
+	// signature, so it may face the internet without TLS here (TLS usually ends at the
+	// ingress in front of it) and without client certificates.
 	for _, addr := range []string{cfg.GRPCAddr, cfg.HTTPAddr} {
 		if !isLoopback(addr) {
 			return fmt.Errorf("refusing to serve on %s without TLS and caller authentication: "+

@@ -29,3 +29,12 @@ func TestPprofIsOffWhenTold(t *testing.T) {
 	withoutPprof(inner, false).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
 	assert.Equal(t, http.StatusTeapot, rec.Code)
 }
+
+// The webhook listener faces Plaid: the rule that refuses insecure exposure lets it
+// listen beyond loopback, while the internal listeners stay refused.
+func TestTheWebhookListenerMayFaceTheNetwork(t *testing.T) {
+	cfg := Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", WebhookAddr: ":8081"}
+	assert.NoError(t, checkExposure(cfg))
+	cfg.HTTPAddr = ":8080"
+	assert.Error(t, checkExposure(cfg))
+}

@@ -33,6 +33,9 @@ const DefaultMaxRequestBytes = 64 << 10
 type Options struct {
 	// Interceptor is the gRPC server's unary interceptor chain, run around every call.
 	Interceptor grpc.UnaryServerInterceptor
+	// StreamInterceptor is the gRPC server's stream interceptor chain, run around every
+	// watch.
+	StreamInterceptor grpc.StreamServerInterceptor
 	// MaxRequestBytes bounds a request body; 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int64
 	// AnswerMemory, if set, is held by every call until its answer is written: the
@@ -65,7 +68,8 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handler{gateway: gw, openAPI: doc, maxBody: opts.MaxRequestBytes, memory: opts.AnswerMemory}, nil
+	return &handler{gateway: gw, openAPI: doc, maxBody: opts.MaxRequestBytes, memory: opts.AnswerMemory,
+		svc: svc, streamInterceptor: opts.StreamInterceptor}, nil
 }
 
 // handler is the mirror's front door. It does what Plaid does before a request reaches
@@ -77,6 +81,9 @@ type handler struct {
 	openAPI []byte
 	maxBody int64
 	memory  *membudget.Budget
+
+	svc               creditv1.CreditServiceServer
+	streamInterceptor grpc.StreamServerInterceptor
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +112,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.badContentType(w)
 			return
 		}
+	}
+	if r.URL.Path == watchPath {
+		h.serveWatch(w, r)
+		return
 	}
 	ctx := context.WithValue(r.Context(), answerKey{}, &answer{})
 	if h.memory != nil {

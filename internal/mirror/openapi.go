@@ -41,6 +41,7 @@ func openAPIDocument() ([]byte, error) {
 		}
 	}
 	addPlaidErrors(doc, defs)
+	describeWatch(doc)
 	dropUnreferenced(doc, defs)
 	return json.MarshalIndent(doc, "", "  ")
 }
@@ -82,6 +83,36 @@ func addPlaidErrors(doc, defs map[string]any) {
 			}
 		}
 	}
+}
+
+// describeWatch replaces grpc-gateway's description of the watch's stream (lines
+// wrapping each message in "result") with what the mirror sends: each line is one message
+// as it is, or a last `{"error": ...}` in Plaid's shape (see watch.go).
+func describeWatch(doc map[string]any) {
+	paths, _ := doc["paths"].(map[string]any)
+	path, _ := paths[watchPath].(map[string]any)
+	op, _ := path["post"].(map[string]any)
+	responses, _ := op["responses"].(map[string]any)
+	if responses == nil {
+		return
+	}
+	op["produces"] = []any{"application/x-ndjson"}
+	ref := func(name string) map[string]any { return map[string]any{"$ref": "#/definitions/" + name} }
+	responses["200"] = map[string]any{
+		"description": "Newline-delimited JSON, one line per message, each flushed as it is sent: reason and " +
+			"response; or, after the first line, a last line with only error, Plaid's error body. " +
+			"A watch that ran its course ends with the response, without an error line: reconnect.",
+		"schema": map[string]any{
+			"type":  "object",
+			"title": "One line of the stream",
+			"properties": map[string]any{
+				"reason":   ref("v1WatchCreditSessionsReason"),
+				"response": ref("v1CreditSessionsGetResponse"),
+				"error":    ref("PlaidError"),
+			},
+		},
+	}
+	delete(doc, "x-stream-definitions")
 }
 
 // dropUnreferenced removes definitions that nothing refers to any more, such as the

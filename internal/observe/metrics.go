@@ -6,12 +6,14 @@ package observe
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/membudget"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/resilience"
+	"github.com/creditsessions/creditsessions/internal/watch"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -173,4 +175,36 @@ func classify(err error) (outcome, errorCode string) {
 	default: // connection failures and timeouts: the client returns nothing else
 		return "transport_error", ""
 	}
+}
+
+// ObserveWatch exports the watches of hub: how many are open, and the messages sent on
+// them by reason.
+func (m *Metrics) ObserveWatch(hub *watch.Hub) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "creditsessions_watches", Help: "Watches of users' credit sessions open on this replica.",
+	}, func() float64 { return float64(hub.Watches()) }))
+	for _, r := range []creditv1.WatchCreditSessionsReason{
+		creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL,
+		creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_WEBHOOK,
+		creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_POLL,
+	} {
+		label := strings.ToLower(strings.TrimPrefix(r.String(), "WATCH_CREDIT_SESSIONS_REASON_"))
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "creditsessions_watch_messages_total",
+			Help:        "Messages sent on watches, by why they were sent (initial, webhook, poll).",
+			ConstLabels: prometheus.Labels{"reason": label},
+		}, func() float64 { return float64(hub.Messages(r)) }))
+	}
+}
+
+// ObserveRedis exports whether the replica reaches the fleet's Redis.
+func (m *Metrics) ObserveRedis(up func() bool) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "creditsessions_redis_up", Help: "1 when this replica reaches the fleet's Redis, 0 when it does not (watches then poll locally).",
+	}, func() float64 {
+		if up() {
+			return 1
+		}
+		return 0
+	}))
 }

@@ -31,6 +31,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WatchCreditSessionsReason says why a watch sent a message.
+type WatchCreditSessionsReason int32
+
+const (
+	// WATCH_CREDIT_SESSIONS_REASON_UNSPECIFIED is never sent.
+	WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_UNSPECIFIED WatchCreditSessionsReason = 0
+	// WATCH_CREDIT_SESSIONS_REASON_INITIAL: the first message of the watch, the sessions
+	// as they were when it started.
+	WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL WatchCreditSessionsReason = 1
+	// WATCH_CREDIT_SESSIONS_REASON_WEBHOOK: a webhook from Plaid about the user led to a
+	// fetch that found the sessions changed.
+	WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_WEBHOOK WatchCreditSessionsReason = 2
+	// WATCH_CREDIT_SESSIONS_REASON_POLL: a periodic poll found the sessions changed.
+	WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_POLL WatchCreditSessionsReason = 3
+)
+
+// Enum value maps for WatchCreditSessionsReason.
+var (
+	WatchCreditSessionsReason_name = map[int32]string{
+		0: "WATCH_CREDIT_SESSIONS_REASON_UNSPECIFIED",
+		1: "WATCH_CREDIT_SESSIONS_REASON_INITIAL",
+		2: "WATCH_CREDIT_SESSIONS_REASON_WEBHOOK",
+		3: "WATCH_CREDIT_SESSIONS_REASON_POLL",
+	}
+	WatchCreditSessionsReason_value = map[string]int32{
+		"WATCH_CREDIT_SESSIONS_REASON_UNSPECIFIED": 0,
+		"WATCH_CREDIT_SESSIONS_REASON_INITIAL":     1,
+		"WATCH_CREDIT_SESSIONS_REASON_WEBHOOK":     2,
+		"WATCH_CREDIT_SESSIONS_REASON_POLL":        3,
+	}
+)
+
+func (x WatchCreditSessionsReason) Enum() *WatchCreditSessionsReason {
+	p := new(WatchCreditSessionsReason)
+	*p = x
+	return p
+}
+
+func (x WatchCreditSessionsReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchCreditSessionsReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_plaid_credit_v1_credit_proto_enumTypes[0].Descriptor()
+}
+
+func (WatchCreditSessionsReason) Type() protoreflect.EnumType {
+	return &file_plaid_credit_v1_credit_proto_enumTypes[0]
+}
+
+func (x WatchCreditSessionsReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchCreditSessionsReason.Descriptor instead.
+func (WatchCreditSessionsReason) EnumDescriptor() ([]byte, []int) {
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{0}
+}
+
 // CreditSessionBankIncomeStatus is how far a bank income verification got. Plaid adds
 // values over time; see CreditSessionBankIncomeResult.unrecognized_status.
 type CreditSessionBankIncomeStatus int32
@@ -84,11 +143,11 @@ func (x CreditSessionBankIncomeStatus) String() string {
 }
 
 func (CreditSessionBankIncomeStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_plaid_credit_v1_credit_proto_enumTypes[0].Descriptor()
+	return file_plaid_credit_v1_credit_proto_enumTypes[1].Descriptor()
 }
 
 func (CreditSessionBankIncomeStatus) Type() protoreflect.EnumType {
-	return &file_plaid_credit_v1_credit_proto_enumTypes[0]
+	return &file_plaid_credit_v1_credit_proto_enumTypes[1]
 }
 
 func (x CreditSessionBankIncomeStatus) Number() protoreflect.EnumNumber {
@@ -97,7 +156,7 @@ func (x CreditSessionBankIncomeStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CreditSessionBankIncomeStatus.Descriptor instead.
 func (CreditSessionBankIncomeStatus) EnumDescriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{0}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{1}
 }
 
 // CreditSessionBankEmploymentStatus is how far a bank employment verification got. Plaid
@@ -154,11 +213,11 @@ func (x CreditSessionBankEmploymentStatus) String() string {
 }
 
 func (CreditSessionBankEmploymentStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_plaid_credit_v1_credit_proto_enumTypes[1].Descriptor()
+	return file_plaid_credit_v1_credit_proto_enumTypes[2].Descriptor()
 }
 
 func (CreditSessionBankEmploymentStatus) Type() protoreflect.EnumType {
-	return &file_plaid_credit_v1_credit_proto_enumTypes[1]
+	return &file_plaid_credit_v1_credit_proto_enumTypes[2]
 }
 
 func (x CreditSessionBankEmploymentStatus) Number() protoreflect.EnumNumber {
@@ -167,7 +226,140 @@ func (x CreditSessionBankEmploymentStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CreditSessionBankEmploymentStatus.Descriptor instead.
 func (CreditSessionBankEmploymentStatus) EnumDescriptor() ([]byte, []int) {
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{2}
+}
+
+// WatchCreditSessionsRequest names the user whose sessions to watch.
+type WatchCreditSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_token identifies the Plaid user, as returned by Plaid's `/user/create`. Required.
+	UserToken string `protobuf:"bytes,1,opt,name=user_token,json=userToken,proto3" json:"user_token,omitempty"`
+	// user_id is Plaid's id of the same user, returned with user_token by `/user/create`.
+	// Plaid's webhooks name users by user_id: with it, a webhook about the user wakes the
+	// watch at once; without it, the watch relies on polling.
+	UserId *string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3,oneof" json:"user_id,omitempty"`
+	// client_id is a Plaid API client id, used only when the service runs in pass-through
+	// mode, as in CreditSessionsGetRequest.
+	ClientId *string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3,oneof" json:"client_id,omitempty"`
+	// secret is the Plaid API secret that goes with client_id. It is never logged.
+	Secret        *string `protobuf:"bytes,4,opt,name=secret,proto3,oneof" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCreditSessionsRequest) Reset() {
+	*x = WatchCreditSessionsRequest{}
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCreditSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCreditSessionsRequest) ProtoMessage() {}
+
+func (x *WatchCreditSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCreditSessionsRequest.ProtoReflect.Descriptor instead.
+func (*WatchCreditSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchCreditSessionsRequest) GetUserToken() string {
+	if x != nil {
+		return x.UserToken
+	}
+	return ""
+}
+
+func (x *WatchCreditSessionsRequest) GetUserId() string {
+	if x != nil && x.UserId != nil {
+		return *x.UserId
+	}
+	return ""
+}
+
+func (x *WatchCreditSessionsRequest) GetClientId() string {
+	if x != nil && x.ClientId != nil {
+		return *x.ClientId
+	}
+	return ""
+}
+
+func (x *WatchCreditSessionsRequest) GetSecret() string {
+	if x != nil && x.Secret != nil {
+		return *x.Secret
+	}
+	return ""
+}
+
+// WatchCreditSessionsResponse is one message of a watch: the user's sessions as they are
+// now, and why they were sent.
+type WatchCreditSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reason says why this message was sent.
+	Reason WatchCreditSessionsReason `protobuf:"varint,1,opt,name=reason,proto3,enum=plaid.credit.v1.WatchCreditSessionsReason" json:"reason,omitempty"`
+	// response is Plaid's answer to `/credit/sessions/get` for the user, request_id
+	// included. Two messages of one watch always differ in more than request_id.
+	Response      *CreditSessionsGetResponse `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCreditSessionsResponse) Reset() {
+	*x = WatchCreditSessionsResponse{}
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCreditSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCreditSessionsResponse) ProtoMessage() {}
+
+func (x *WatchCreditSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCreditSessionsResponse.ProtoReflect.Descriptor instead.
+func (*WatchCreditSessionsResponse) Descriptor() ([]byte, []int) {
 	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WatchCreditSessionsResponse) GetReason() WatchCreditSessionsReason {
+	if x != nil {
+		return x.Reason
+	}
+	return WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_UNSPECIFIED
+}
+
+func (x *WatchCreditSessionsResponse) GetResponse() *CreditSessionsGetResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
 }
 
 // CreditSessionsGetRequest names the user whose Link sessions are wanted.
@@ -186,7 +378,7 @@ type CreditSessionsGetRequest struct {
 
 func (x *CreditSessionsGetRequest) Reset() {
 	*x = CreditSessionsGetRequest{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[0]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -198,7 +390,7 @@ func (x *CreditSessionsGetRequest) String() string {
 func (*CreditSessionsGetRequest) ProtoMessage() {}
 
 func (x *CreditSessionsGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[0]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -211,7 +403,7 @@ func (x *CreditSessionsGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditSessionsGetRequest.ProtoReflect.Descriptor instead.
 func (*CreditSessionsGetRequest) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{0}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreditSessionsGetRequest) GetUserToken() string {
@@ -255,7 +447,7 @@ type CreditSessionsGetResponse struct {
 
 func (x *CreditSessionsGetResponse) Reset() {
 	*x = CreditSessionsGetResponse{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[1]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +459,7 @@ func (x *CreditSessionsGetResponse) String() string {
 func (*CreditSessionsGetResponse) ProtoMessage() {}
 
 func (x *CreditSessionsGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[1]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +472,7 @@ func (x *CreditSessionsGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditSessionsGetResponse.ProtoReflect.Descriptor instead.
 func (*CreditSessionsGetResponse) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{1}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreditSessionsGetResponse) GetRequestId() string {
@@ -323,7 +515,7 @@ type CreditSession struct {
 
 func (x *CreditSession) Reset() {
 	*x = CreditSession{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[2]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +527,7 @@ func (x *CreditSession) String() string {
 func (*CreditSession) ProtoMessage() {}
 
 func (x *CreditSession) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[2]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +540,7 @@ func (x *CreditSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditSession.ProtoReflect.Descriptor instead.
 func (*CreditSession) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{2}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreditSession) GetLinkSessionId() string {
@@ -399,7 +591,7 @@ type CreditSessionResults struct {
 
 func (x *CreditSessionResults) Reset() {
 	*x = CreditSessionResults{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[3]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +603,7 @@ func (x *CreditSessionResults) String() string {
 func (*CreditSessionResults) ProtoMessage() {}
 
 func (x *CreditSessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[3]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +616,7 @@ func (x *CreditSessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditSessionResults.ProtoReflect.Descriptor instead.
 func (*CreditSessionResults) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{3}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreditSessionResults) GetItemAddResults() []*CreditSessionItemAddResult {
@@ -478,7 +670,7 @@ type CreditSessionItemAddResult struct {
 
 func (x *CreditSessionItemAddResult) Reset() {
 	*x = CreditSessionItemAddResult{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[4]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +682,7 @@ func (x *CreditSessionItemAddResult) String() string {
 func (*CreditSessionItemAddResult) ProtoMessage() {}
 
 func (x *CreditSessionItemAddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[4]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +695,7 @@ func (x *CreditSessionItemAddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditSessionItemAddResult.ProtoReflect.Descriptor instead.
 func (*CreditSessionItemAddResult) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{4}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreditSessionItemAddResult) GetPublicToken() string {
@@ -548,7 +740,7 @@ type CreditSessionBankIncomeResult struct {
 
 func (x *CreditSessionBankIncomeResult) Reset() {
 	*x = CreditSessionBankIncomeResult{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[5]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +752,7 @@ func (x *CreditSessionBankIncomeResult) String() string {
 func (*CreditSessionBankIncomeResult) ProtoMessage() {}
 
 func (x *CreditSessionBankIncomeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[5]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +765,7 @@ func (x *CreditSessionBankIncomeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditSessionBankIncomeResult.ProtoReflect.Descriptor instead.
 func (*CreditSessionBankIncomeResult) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{5}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreditSessionBankIncomeResult) GetStatusValue() isCreditSessionBankIncomeResult_StatusValue {
@@ -656,7 +848,7 @@ type CreditSessionBankEmploymentResult struct {
 
 func (x *CreditSessionBankEmploymentResult) Reset() {
 	*x = CreditSessionBankEmploymentResult{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[6]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +860,7 @@ func (x *CreditSessionBankEmploymentResult) String() string {
 func (*CreditSessionBankEmploymentResult) ProtoMessage() {}
 
 func (x *CreditSessionBankEmploymentResult) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[6]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +873,7 @@ func (x *CreditSessionBankEmploymentResult) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use CreditSessionBankEmploymentResult.ProtoReflect.Descriptor instead.
 func (*CreditSessionBankEmploymentResult) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{6}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreditSessionBankEmploymentResult) GetStatusValue() isCreditSessionBankEmploymentResult_StatusValue {
@@ -760,7 +952,7 @@ type CreditSessionPayrollIncomeResult struct {
 
 func (x *CreditSessionPayrollIncomeResult) Reset() {
 	*x = CreditSessionPayrollIncomeResult{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[7]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +964,7 @@ func (x *CreditSessionPayrollIncomeResult) String() string {
 func (*CreditSessionPayrollIncomeResult) ProtoMessage() {}
 
 func (x *CreditSessionPayrollIncomeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[7]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +977,7 @@ func (x *CreditSessionPayrollIncomeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditSessionPayrollIncomeResult.ProtoReflect.Descriptor instead.
 func (*CreditSessionPayrollIncomeResult) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{7}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreditSessionPayrollIncomeResult) GetNumPaystubsRetrieved() int32 {
@@ -834,7 +1026,7 @@ type CreditSessionDocumentIncomeResult struct {
 
 func (x *CreditSessionDocumentIncomeResult) Reset() {
 	*x = CreditSessionDocumentIncomeResult{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[8]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1038,7 @@ func (x *CreditSessionDocumentIncomeResult) String() string {
 func (*CreditSessionDocumentIncomeResult) ProtoMessage() {}
 
 func (x *CreditSessionDocumentIncomeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[8]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1051,7 @@ func (x *CreditSessionDocumentIncomeResult) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use CreditSessionDocumentIncomeResult.ProtoReflect.Descriptor instead.
 func (*CreditSessionDocumentIncomeResult) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{8}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreditSessionDocumentIncomeResult) GetNumPaystubsUploaded() int32 {
@@ -908,7 +1100,7 @@ type CreditSessionError struct {
 
 func (x *CreditSessionError) Reset() {
 	*x = CreditSessionError{}
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[9]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1112,7 @@ func (x *CreditSessionError) String() string {
 func (*CreditSessionError) ProtoMessage() {}
 
 func (x *CreditSessionError) ProtoReflect() protoreflect.Message {
-	mi := &file_plaid_credit_v1_credit_proto_msgTypes[9]
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1125,7 @@ func (x *CreditSessionError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditSessionError.ProtoReflect.Descriptor instead.
 func (*CreditSessionError) Descriptor() ([]byte, []int) {
-	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{9}
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreditSessionError) GetErrorType() string {
@@ -968,7 +1160,21 @@ var File_plaid_credit_v1_credit_proto protoreflect.FileDescriptor
 
 const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"\n" +
-	"\x1cplaid/credit/v1/credit.proto\x12\x0fplaid.credit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n" +
+	"\x1cplaid/credit/v1/credit.proto\x12\x0fplaid.credit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n" +
+	"\x1aWatchCreditSessionsRequest\x12\"\n" +
+	"\n" +
+	"user_token\x18\x01 \x01(\tB\x03\xe0A\x02R\tuserToken\x12\x1c\n" +
+	"\auser_id\x18\x02 \x01(\tH\x00R\x06userId\x88\x01\x01\x12 \n" +
+	"\tclient_id\x18\x03 \x01(\tH\x01R\bclientId\x88\x01\x01\x12 \n" +
+	"\x06secret\x18\x04 \x01(\tB\x03\x80\x01\x01H\x02R\x06secret\x88\x01\x01B\n" +
+	"\n" +
+	"\b_user_idB\f\n" +
+	"\n" +
+	"_client_idB\t\n" +
+	"\a_secret\"\xa9\x01\n" +
+	"\x1bWatchCreditSessionsResponse\x12B\n" +
+	"\x06reason\x18\x01 \x01(\x0e2*.plaid.credit.v1.WatchCreditSessionsReasonR\x06reason\x12F\n" +
+	"\bresponse\x18\x02 \x01(\v2*.plaid.credit.v1.CreditSessionsGetResponseR\bresponse\"\x9b\x01\n" +
 	"\x18CreditSessionsGetRequest\x12\"\n" +
 	"\n" +
 	"user_token\x18\x01 \x01(\tB\x03\xe0A\x02R\tuserToken\x12 \n" +
@@ -1051,7 +1257,12 @@ const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"\v_error_typeB\r\n" +
 	"\v_error_codeB\x10\n" +
 	"\x0e_error_messageB\x12\n" +
-	"\x10_display_message*\xdf\x02\n" +
+	"\x10_display_message*\xc4\x01\n" +
+	"\x19WatchCreditSessionsReason\x12,\n" +
+	"(WATCH_CREDIT_SESSIONS_REASON_UNSPECIFIED\x10\x00\x12(\n" +
+	"$WATCH_CREDIT_SESSIONS_REASON_INITIAL\x10\x01\x12(\n" +
+	"$WATCH_CREDIT_SESSIONS_REASON_WEBHOOK\x10\x02\x12%\n" +
+	"!WATCH_CREDIT_SESSIONS_REASON_POLL\x10\x03*\xdf\x02\n" +
 	"\x1dCreditSessionBankIncomeStatus\x121\n" +
 	"-CREDIT_SESSION_BANK_INCOME_STATUS_UNSPECIFIED\x10\x00\x12.\n" +
 	"*CREDIT_SESSION_BANK_INCOME_STATUS_APPROVED\x10\x01\x127\n" +
@@ -1065,9 +1276,10 @@ const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"8CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_NO_EMPLOYERS_FOUND\x10\x02\x12=\n" +
 	"9CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_EMPLOYER_NOT_LISTED\x10\x03\x121\n" +
 	"-CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_STARTED\x10\x04\x128\n" +
-	"4CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_INTERNAL_ERROR\x10\x052\xa0\x01\n" +
+	"4CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_INTERNAL_ERROR\x10\x052\xbb\x02\n" +
 	"\rCreditService\x12\x8e\x01\n" +
-	"\x11CreditSessionsGet\x12).plaid.credit.v1.CreditSessionsGetRequest\x1a*.plaid.credit.v1.CreditSessionsGetResponse\"\"\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/credit/sessions/get\x90\x02\x01BGZEgithub.com/creditsessions/creditsessions/gen/plaid/credit/v1;creditv1b\x06proto3"
+	"\x11CreditSessionsGet\x12).plaid.credit.v1.CreditSessionsGetRequest\x1a*.plaid.credit.v1.CreditSessionsGetResponse\"\"\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/credit/sessions/get\x90\x02\x01\x12\x98\x01\n" +
+	"\x13WatchCreditSessions\x12+.plaid.credit.v1.WatchCreditSessionsRequest\x1a,.plaid.credit.v1.WatchCreditSessionsResponse\"$\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/credit/sessions/watch\x90\x02\x010\x01BGZEgithub.com/creditsessions/creditsessions/gen/plaid/credit/v1;creditv1b\x06proto3"
 
 var (
 	file_plaid_credit_v1_credit_proto_rawDescOnce sync.Once
@@ -1081,46 +1293,53 @@ func file_plaid_credit_v1_credit_proto_rawDescGZIP() []byte {
 	return file_plaid_credit_v1_credit_proto_rawDescData
 }
 
-var file_plaid_credit_v1_credit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plaid_credit_v1_credit_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_plaid_credit_v1_credit_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_plaid_credit_v1_credit_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_plaid_credit_v1_credit_proto_goTypes = []any{
-	(CreditSessionBankIncomeStatus)(0),        // 0: plaid.credit.v1.CreditSessionBankIncomeStatus
-	(CreditSessionBankEmploymentStatus)(0),    // 1: plaid.credit.v1.CreditSessionBankEmploymentStatus
-	(*CreditSessionsGetRequest)(nil),          // 2: plaid.credit.v1.CreditSessionsGetRequest
-	(*CreditSessionsGetResponse)(nil),         // 3: plaid.credit.v1.CreditSessionsGetResponse
-	(*CreditSession)(nil),                     // 4: plaid.credit.v1.CreditSession
-	(*CreditSessionResults)(nil),              // 5: plaid.credit.v1.CreditSessionResults
-	(*CreditSessionItemAddResult)(nil),        // 6: plaid.credit.v1.CreditSessionItemAddResult
-	(*CreditSessionBankIncomeResult)(nil),     // 7: plaid.credit.v1.CreditSessionBankIncomeResult
-	(*CreditSessionBankEmploymentResult)(nil), // 8: plaid.credit.v1.CreditSessionBankEmploymentResult
-	(*CreditSessionPayrollIncomeResult)(nil),  // 9: plaid.credit.v1.CreditSessionPayrollIncomeResult
-	(*CreditSessionDocumentIncomeResult)(nil), // 10: plaid.credit.v1.CreditSessionDocumentIncomeResult
-	(*CreditSessionError)(nil),                // 11: plaid.credit.v1.CreditSessionError
-	nil,                                       // 12: plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry
-	(*timestamppb.Timestamp)(nil),             // 13: google.protobuf.Timestamp
-	(*structpb.Value)(nil),                    // 14: google.protobuf.Value
+	(WatchCreditSessionsReason)(0),            // 0: plaid.credit.v1.WatchCreditSessionsReason
+	(CreditSessionBankIncomeStatus)(0),        // 1: plaid.credit.v1.CreditSessionBankIncomeStatus
+	(CreditSessionBankEmploymentStatus)(0),    // 2: plaid.credit.v1.CreditSessionBankEmploymentStatus
+	(*WatchCreditSessionsRequest)(nil),        // 3: plaid.credit.v1.WatchCreditSessionsRequest
+	(*WatchCreditSessionsResponse)(nil),       // 4: plaid.credit.v1.WatchCreditSessionsResponse
+	(*CreditSessionsGetRequest)(nil),          // 5: plaid.credit.v1.CreditSessionsGetRequest
+	(*CreditSessionsGetResponse)(nil),         // 6: plaid.credit.v1.CreditSessionsGetResponse
+	(*CreditSession)(nil),                     // 7: plaid.credit.v1.CreditSession
+	(*CreditSessionResults)(nil),              // 8: plaid.credit.v1.CreditSessionResults
+	(*CreditSessionItemAddResult)(nil),        // 9: plaid.credit.v1.CreditSessionItemAddResult
+	(*CreditSessionBankIncomeResult)(nil),     // 10: plaid.credit.v1.CreditSessionBankIncomeResult
+	(*CreditSessionBankEmploymentResult)(nil), // 11: plaid.credit.v1.CreditSessionBankEmploymentResult
+	(*CreditSessionPayrollIncomeResult)(nil),  // 12: plaid.credit.v1.CreditSessionPayrollIncomeResult
+	(*CreditSessionDocumentIncomeResult)(nil), // 13: plaid.credit.v1.CreditSessionDocumentIncomeResult
+	(*CreditSessionError)(nil),                // 14: plaid.credit.v1.CreditSessionError
+	nil,                                       // 15: plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry
+	(*timestamppb.Timestamp)(nil),             // 16: google.protobuf.Timestamp
+	(*structpb.Value)(nil),                    // 17: google.protobuf.Value
 }
 var file_plaid_credit_v1_credit_proto_depIdxs = []int32{
-	4,  // 0: plaid.credit.v1.CreditSessionsGetResponse.sessions:type_name -> plaid.credit.v1.CreditSession
-	12, // 1: plaid.credit.v1.CreditSessionsGetResponse.additional_properties:type_name -> plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry
-	13, // 2: plaid.credit.v1.CreditSession.session_start_time:type_name -> google.protobuf.Timestamp
-	5,  // 3: plaid.credit.v1.CreditSession.results:type_name -> plaid.credit.v1.CreditSessionResults
-	11, // 4: plaid.credit.v1.CreditSession.errors:type_name -> plaid.credit.v1.CreditSessionError
-	6,  // 5: plaid.credit.v1.CreditSessionResults.item_add_results:type_name -> plaid.credit.v1.CreditSessionItemAddResult
-	7,  // 6: plaid.credit.v1.CreditSessionResults.bank_income_results:type_name -> plaid.credit.v1.CreditSessionBankIncomeResult
-	8,  // 7: plaid.credit.v1.CreditSessionResults.bank_employment_results:type_name -> plaid.credit.v1.CreditSessionBankEmploymentResult
-	9,  // 8: plaid.credit.v1.CreditSessionResults.payroll_income_results:type_name -> plaid.credit.v1.CreditSessionPayrollIncomeResult
-	10, // 9: plaid.credit.v1.CreditSessionResults.document_income_results:type_name -> plaid.credit.v1.CreditSessionDocumentIncomeResult
-	0,  // 10: plaid.credit.v1.CreditSessionBankIncomeResult.status:type_name -> plaid.credit.v1.CreditSessionBankIncomeStatus
-	1,  // 11: plaid.credit.v1.CreditSessionBankEmploymentResult.status:type_name -> plaid.credit.v1.CreditSessionBankEmploymentStatus
-	14, // 12: plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry.value:type_name -> google.protobuf.Value
-	2,  // 13: plaid.credit.v1.CreditService.CreditSessionsGet:input_type -> plaid.credit.v1.CreditSessionsGetRequest
-	3,  // 14: plaid.credit.v1.CreditService.CreditSessionsGet:output_type -> plaid.credit.v1.CreditSessionsGetResponse
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	0,  // 0: plaid.credit.v1.WatchCreditSessionsResponse.reason:type_name -> plaid.credit.v1.WatchCreditSessionsReason
+	6,  // 1: plaid.credit.v1.WatchCreditSessionsResponse.response:type_name -> plaid.credit.v1.CreditSessionsGetResponse
+	7,  // 2: plaid.credit.v1.CreditSessionsGetResponse.sessions:type_name -> plaid.credit.v1.CreditSession
+	15, // 3: plaid.credit.v1.CreditSessionsGetResponse.additional_properties:type_name -> plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry
+	16, // 4: plaid.credit.v1.CreditSession.session_start_time:type_name -> google.protobuf.Timestamp
+	8,  // 5: plaid.credit.v1.CreditSession.results:type_name -> plaid.credit.v1.CreditSessionResults
+	14, // 6: plaid.credit.v1.CreditSession.errors:type_name -> plaid.credit.v1.CreditSessionError
+	9,  // 7: plaid.credit.v1.CreditSessionResults.item_add_results:type_name -> plaid.credit.v1.CreditSessionItemAddResult
+	10, // 8: plaid.credit.v1.CreditSessionResults.bank_income_results:type_name -> plaid.credit.v1.CreditSessionBankIncomeResult
+	11, // 9: plaid.credit.v1.CreditSessionResults.bank_employment_results:type_name -> plaid.credit.v1.CreditSessionBankEmploymentResult
+	12, // 10: plaid.credit.v1.CreditSessionResults.payroll_income_results:type_name -> plaid.credit.v1.CreditSessionPayrollIncomeResult
+	13, // 11: plaid.credit.v1.CreditSessionResults.document_income_results:type_name -> plaid.credit.v1.CreditSessionDocumentIncomeResult
+	1,  // 12: plaid.credit.v1.CreditSessionBankIncomeResult.status:type_name -> plaid.credit.v1.CreditSessionBankIncomeStatus
+	2,  // 13: plaid.credit.v1.CreditSessionBankEmploymentResult.status:type_name -> plaid.credit.v1.CreditSessionBankEmploymentStatus
+	17, // 14: plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry.value:type_name -> google.protobuf.Value
+	5,  // 15: plaid.credit.v1.CreditService.CreditSessionsGet:input_type -> plaid.credit.v1.CreditSessionsGetRequest
+	3,  // 16: plaid.credit.v1.CreditService.WatchCreditSessions:input_type -> plaid.credit.v1.WatchCreditSessionsRequest
+	6,  // 17: plaid.credit.v1.CreditService.CreditSessionsGet:output_type -> plaid.credit.v1.CreditSessionsGetResponse
+	4,  // 18: plaid.credit.v1.CreditService.WatchCreditSessions:output_type -> plaid.credit.v1.WatchCreditSessionsResponse
+	17, // [17:19] is the sub-list for method output_type
+	15, // [15:17] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_plaid_credit_v1_credit_proto_init() }
@@ -1131,24 +1350,25 @@ func file_plaid_credit_v1_credit_proto_init() {
 	file_plaid_credit_v1_credit_proto_msgTypes[0].OneofWrappers = []any{}
 	file_plaid_credit_v1_credit_proto_msgTypes[2].OneofWrappers = []any{}
 	file_plaid_credit_v1_credit_proto_msgTypes[4].OneofWrappers = []any{}
-	file_plaid_credit_v1_credit_proto_msgTypes[5].OneofWrappers = []any{
+	file_plaid_credit_v1_credit_proto_msgTypes[6].OneofWrappers = []any{}
+	file_plaid_credit_v1_credit_proto_msgTypes[7].OneofWrappers = []any{
 		(*CreditSessionBankIncomeResult_Status)(nil),
 		(*CreditSessionBankIncomeResult_UnrecognizedStatus)(nil),
 	}
-	file_plaid_credit_v1_credit_proto_msgTypes[6].OneofWrappers = []any{
+	file_plaid_credit_v1_credit_proto_msgTypes[8].OneofWrappers = []any{
 		(*CreditSessionBankEmploymentResult_Status)(nil),
 		(*CreditSessionBankEmploymentResult_UnrecognizedStatus)(nil),
 	}
-	file_plaid_credit_v1_credit_proto_msgTypes[7].OneofWrappers = []any{}
-	file_plaid_credit_v1_credit_proto_msgTypes[8].OneofWrappers = []any{}
 	file_plaid_credit_v1_credit_proto_msgTypes[9].OneofWrappers = []any{}
+	file_plaid_credit_v1_credit_proto_msgTypes[10].OneofWrappers = []any{}
+	file_plaid_credit_v1_credit_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plaid_credit_v1_credit_proto_rawDesc), len(file_plaid_credit_v1_credit_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   11,
+			NumEnums:      3,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

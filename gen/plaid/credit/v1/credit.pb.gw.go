@@ -62,6 +62,29 @@ func local_request_CreditService_CreditSessionsGet_0(ctx context.Context, marsha
 	return msg, metadata, err
 }
 
+func request_CreditService_WatchCreditSessions_0(ctx context.Context, marshaler runtime.Marshaler, client CreditServiceClient, req *http.Request, pathParams map[string]string) (CreditService_WatchCreditSessionsClient, runtime.ServerMetadata, error) {
+	var (
+		protoReq WatchCreditSessionsRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	stream, err := client.WatchCreditSessions(ctx, &protoReq)
+	if err != nil {
+		return nil, metadata, err
+	}
+	header, err := stream.Header()
+	if err != nil {
+		return nil, metadata, err
+	}
+	metadata.HeaderMD = header
+	return stream, metadata, nil
+}
+
 // RegisterCreditServiceHandlerServer registers the http handlers for service CreditService to "mux".
 // UnaryRPC     :call CreditServiceServer directly.
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
@@ -87,6 +110,13 @@ func RegisterCreditServiceHandlerServer(ctx context.Context, mux *runtime.ServeM
 			return
 		}
 		forward_CreditService_CreditSessionsGet_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+
+	mux.Handle(http.MethodPost, pattern_CreditService_WatchCreditSessions_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		err := status.Error(codes.Unimplemented, "streaming calls are not yet supported in the in-process transport")
+		_, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+		return
 	})
 
 	return nil
@@ -145,13 +175,32 @@ func RegisterCreditServiceHandlerClient(ctx context.Context, mux *runtime.ServeM
 		}
 		forward_CreditService_CreditSessionsGet_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_CreditService_WatchCreditSessions_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/plaid.credit.v1.CreditService/WatchCreditSessions", runtime.WithHTTPPathPattern("/credit/sessions/watch"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_CreditService_WatchCreditSessions_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_CreditService_WatchCreditSessions_0(annotatedContext, mux, outboundMarshaler, w, req, func() (proto.Message, error) { return resp.Recv() }, mux.GetForwardResponseOptions()...)
+	})
 	return nil
 }
 
 var (
-	pattern_CreditService_CreditSessionsGet_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"credit", "sessions", "get"}, ""))
+	pattern_CreditService_CreditSessionsGet_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"credit", "sessions", "get"}, ""))
+	pattern_CreditService_WatchCreditSessions_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"credit", "sessions", "watch"}, ""))
 )
 
 var (
-	forward_CreditService_CreditSessionsGet_0 = runtime.ForwardResponseMessage
+	forward_CreditService_CreditSessionsGet_0   = runtime.ForwardResponseMessage
+	forward_CreditService_WatchCreditSessions_0 = runtime.ForwardResponseStream
 )

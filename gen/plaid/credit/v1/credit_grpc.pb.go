@@ -26,7 +26,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CreditService_CreditSessionsGet_FullMethodName = "/plaid.credit.v1.CreditService/CreditSessionsGet"
+	CreditService_CreditSessionsGet_FullMethodName   = "/plaid.credit.v1.CreditService/CreditSessionsGet"
+	CreditService_WatchCreditSessions_FullMethodName = "/plaid.credit.v1.CreditService/WatchCreditSessions"
 )
 
 // CreditServiceClient is the client API for CreditService service.
@@ -39,6 +40,22 @@ type CreditServiceClient interface {
 	// CreditSessionsGet returns the Link sessions a user completed, newest first, with the
 	// results of each. It reads and never changes anything, so it is safe to retry.
 	CreditSessionsGet(ctx context.Context, in *CreditSessionsGetRequest, opts ...grpc.CallOption) (*CreditSessionsGetResponse, error)
+	// WatchCreditSessions sends a user's sessions at once, then again each time they
+	// differ from the last message sent (request_id aside), and nothing while they do not
+	// change. Changes are noticed by a poll shared by every watcher of the user (one Plaid
+	// call per user per poll interval, across replicas when they share a Redis) and, when
+	// user_id is given, at once on Plaid's webhooks for that user.
+	//
+	// The stream ends with OK after the server's maximum watch duration, and with
+	// UNAVAILABLE and a RetryInfo when the replica shuts down: in both cases reconnect,
+	// and the first message is again the current sessions. It ends with the status a
+	// CreditSessionsGet would have got when Plaid's answer is the caller's error
+	// (NOT_FOUND for an unknown user_token, ...), or when Plaid has been failing for longer
+	// than the server's bound; transient failures are retried meanwhile.
+	//
+	// Over REST the stream is newline-delimited JSON (application/x-ndjson), one message
+	// per line; an error after the first line is a last line `{"error": {...}}`.
+	WatchCreditSessions(ctx context.Context, in *WatchCreditSessionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCreditSessionsResponse], error)
 }
 
 type creditServiceClient struct {
@@ -59,6 +76,25 @@ func (c *creditServiceClient) CreditSessionsGet(ctx context.Context, in *CreditS
 	return out, nil
 }
 
+func (c *creditServiceClient) WatchCreditSessions(ctx context.Context, in *WatchCreditSessionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCreditSessionsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CreditService_ServiceDesc.Streams[0], CreditService_WatchCreditSessions_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchCreditSessionsRequest, WatchCreditSessionsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CreditService_WatchCreditSessionsClient = grpc.ServerStreamingClient[WatchCreditSessionsResponse]
+
 // CreditServiceServer is the server API for CreditService service.
 // All implementations must embed UnimplementedCreditServiceServer
 // for forward compatibility.
@@ -69,6 +105,22 @@ type CreditServiceServer interface {
 	// CreditSessionsGet returns the Link sessions a user completed, newest first, with the
 	// results of each. It reads and never changes anything, so it is safe to retry.
 	CreditSessionsGet(context.Context, *CreditSessionsGetRequest) (*CreditSessionsGetResponse, error)
+	// WatchCreditSessions sends a user's sessions at once, then again each time they
+	// differ from the last message sent (request_id aside), and nothing while they do not
+	// change. Changes are noticed by a poll shared by every watcher of the user (one Plaid
+	// call per user per poll interval, across replicas when they share a Redis) and, when
+	// user_id is given, at once on Plaid's webhooks for that user.
+	//
+	// The stream ends with OK after the server's maximum watch duration, and with
+	// UNAVAILABLE and a RetryInfo when the replica shuts down: in both cases reconnect,
+	// and the first message is again the current sessions. It ends with the status a
+	// CreditSessionsGet would have got when Plaid's answer is the caller's error
+	// (NOT_FOUND for an unknown user_token, ...), or when Plaid has been failing for longer
+	// than the server's bound; transient failures are retried meanwhile.
+	//
+	// Over REST the stream is newline-delimited JSON (application/x-ndjson), one message
+	// per line; an error after the first line is a last line `{"error": {...}}`.
+	WatchCreditSessions(*WatchCreditSessionsRequest, grpc.ServerStreamingServer[WatchCreditSessionsResponse]) error
 	mustEmbedUnimplementedCreditServiceServer()
 }
 
@@ -81,6 +133,9 @@ type UnimplementedCreditServiceServer struct{}
 
 func (UnimplementedCreditServiceServer) CreditSessionsGet(context.Context, *CreditSessionsGetRequest) (*CreditSessionsGetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreditSessionsGet not implemented")
+}
+func (UnimplementedCreditServiceServer) WatchCreditSessions(*WatchCreditSessionsRequest, grpc.ServerStreamingServer[WatchCreditSessionsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchCreditSessions not implemented")
 }
 func (UnimplementedCreditServiceServer) mustEmbedUnimplementedCreditServiceServer() {}
 func (UnimplementedCreditServiceServer) testEmbeddedByValue()                       {}
@@ -121,6 +176,17 @@ func _CreditService_CreditSessionsGet_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CreditService_WatchCreditSessions_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchCreditSessionsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CreditServiceServer).WatchCreditSessions(m, &grpc.GenericServerStream[WatchCreditSessionsRequest, WatchCreditSessionsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CreditService_WatchCreditSessionsServer = grpc.ServerStreamingServer[WatchCreditSessionsResponse]
+
 // CreditService_ServiceDesc is the grpc.ServiceDesc for CreditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -133,6 +199,12 @@ var CreditService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CreditService_CreditSessionsGet_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchCreditSessions",
+			Handler:       _CreditService_WatchCreditSessions_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "plaid/credit/v1/credit.proto",
 }

@@ -1,0 +1,116 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"strings"
+	"time"
+
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/watch"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// EnableWatch serves WatchCreditSessions from hub; without it the method is Unimplemented.
+// Call it before serving.
+func (s *Service) EnableWatch(hub *watch.Hub) { s.watch = hub }
+
+// WatchKey names the watched user of call without its token or keys: the polls of one
+// user with one set of keys are shared; in caller-keys mode, callers with other keys get
+// polls of their own, made with their own keys.
+func WatchKey(call plaid.Request) watch.Key {
+	h := sha256.New()
+	for _, part := range []string{"creditsessions watch v1", call.Credentials.ClientID, call.Credentials.Secret, call.UserToken} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	var k watch.Key
+	h.Sum(k[:0])
+	return k
+}
+
+// WatchCreditSessions sends the user's sessions at once, then each time they differ from
+// the last message sent. See the proto for how the stream ends.
+func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, stream grpc.ServerStreamingServer[creditv1.WatchCreditSessionsResponse]) error {
+	if s.watch == nil {
+		return status.Error(codes.Unimplemented, "watching is not enabled on this server")
+	}
+	ctx := stream.Context()
+	call, err := s.plaidRequest(ctx, req.GetUserToken(), req.GetClientId(), req.GetSecret())
+	if err != nil {
+		return err
+	}
+	// Polls run on the hub's schedule, outside any one call: they carry no caller's
+	// context (deadline, metadata, trace), only the request they repeat.
+	poll := func(ctx context.Context) (*creditv1.CreditSessionsGetResponse, error) {
+		resp, err := s.upstream.CreditSessionsGet(ctx, call)
+		if err != nil {
+			return nil, upstreamStatus(ctx, err, s.callerKeys)
+		}
+		return resp, nil
+	}
+	// Registered before the first fetch, so that a change found meanwhile is not missed.
+	w, err := s.watch.Watch(WatchKey(call), req.GetUserId(), poll)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+
+	started := time.Now().UnixNano()
+	first, err := s.upstream.CreditSessionsGet(ctx, call)
+	ci := callInfoFrom(ctx)
+	if err != nil {
+		err = upstreamStatus(ctx, err, s.callerKeys)
+		var ue *UpstreamError
+		if errors.As(err, &ue) && ci != nil {
+			ci.requestID = ue.Plaid.RequestID
+		}
+		return err
+	}
+	// Plaid's request id is in every message; it is not sent as header metadata too,
+	// which a watch would hold for its whole life. The log line keeps a copy: as a
+	// substring of the decoded answer, it would keep all of the answer's strings alive.
+	if ci != nil {
+		ci.requestID = strings.Clone(first.GetRequestId())
+	}
+	if err := s.sendWatch(stream, creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL, first); err != nil {
+		return err
+	}
+	w.Sent(watch.Hash(first), started)
+	// The first answer is encoded and on its way: a long watch must not keep it counted
+	// against the answer memory budget (see HoldMemory) for its whole life.
+	if end, _ := ctx.Value(holdEndKey{}).(func()); end != nil {
+		end()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-w.C():
+			snap, err := w.Next()
+			switch {
+			case watch.IsMaxDuration(err):
+				return nil // OK: reconnect, as after a Kubernetes watch's timeout
+			case err != nil:
+				return err
+			case snap != nil:
+				if err := s.sendWatch(stream, snap.Reason, snap.Response); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (s *Service) sendWatch(stream grpc.ServerStreamingServer[creditv1.WatchCreditSessionsResponse], reason creditv1.WatchCreditSessionsReason, resp *creditv1.CreditSessionsGetResponse) error {
+	if err := stream.Send(&creditv1.WatchCreditSessionsResponse{Reason: reason, Response: resp}); err != nil {
+		return err
+	}
+	s.watch.CountMessage(reason)
+	return nil
+}
