@@ -194,13 +194,15 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	chain := append([]grpc.UnaryServerInterceptor{recoverPanics(logger), logCalls(logger)}, opts.Interceptors...)
+	// pushbackUnary outermost, so that it sees the status every other one produced.
+	chain := append([]grpc.UnaryServerInterceptor{pushbackUnary, recoverPanics(logger), logCalls(logger)}, opts.Interceptors...)
 	serverOptions := append([]grpc.ServerOption{
 		// Calls run on long-lived goroutines whose stacks have already grown to what a
 		// call needs, instead of a fresh goroutine per call growing its stack by copying
 		// (about a tenth of a small call's CPU in a profile). When every worker is busy,
 		// grpc-go starts a goroutine as it would without them.
 		grpc.NumStreamWorkers(StreamWorkers),
+		grpc.ChainStreamInterceptor(pushbackStream),
 	}, opts.ServerOptions...)
 	g := &GRPC{
 		Server: grpc.NewServer(append(serverOptions, grpc.ChainUnaryInterceptor(chain...),
