@@ -396,4 +396,3 @@ func checkMounted(t *testing.T, m manifests, mounts map[string]corev1.Volume, wh
 }
 
 func ptr[T any](v T) *T { return &v }
-
