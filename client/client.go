@@ -60,11 +60,11 @@ const ServiceConfig = `{
   "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}
 }`
 
-// Keepalive pings an idle connection every 30s, and drops it if no answer comes within
-// 10s, so a replica that vanished (a node lost, a network partition) is noticed before a
-// call waits on it. The server allows pings every 20s, with or without calls in flight;
-// pinging more often would get the connection closed with ENHANCE_YOUR_CALM.
-var Keepalive = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
+// keepaliveParams pings an idle connection every 30s, and drops it if no answer comes
+// within 10s, so a replica that vanished (a node lost, a network partition) is noticed
+// before a call waits on it. The server allows pings every 20s, with or without calls in
+// flight; pinging more often would get the connection closed with ENHANCE_YOUR_CALM.
+var keepaliveParams = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
 
 // RequestIDKey is the metadata key of Plaid's request id: response header metadata on a
 // successful call, trailer metadata on a failed one (a failed call's answer is
@@ -79,7 +79,7 @@ type Client struct {
 
 // Dial connects to target, a gRPC name such as
 // "dns:///creditsessions-grpc.NAMESPACE.svc.cluster.local:50051", with ServiceConfig
-// and Keepalive. opts come after the defaults, so they may replace them; they must
+// and keepalive pings every 30s (10s to answer; the server accepts one every 20s). opts come after the defaults, so they may replace them; they must
 // include transport credentials (grpc.WithTransportCredentials): there is no default,
 // so that nothing goes out in plaintext by accident. Like grpc.NewClient, Dial does not
 // connect: the first call does.
@@ -87,7 +87,7 @@ func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
 	all := append([]grpc.DialOption{
 		grpc.WithDefaultServiceConfig(ServiceConfig),
 		grpc.WithDisableServiceConfig(),
-		grpc.WithKeepaliveParams(Keepalive),
+		grpc.WithKeepaliveParams(keepaliveParams),
 	}, opts...)
 	conn, err := grpc.NewClient(target, all...)
 	if err != nil {
