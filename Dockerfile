@@ -31,6 +31,7 @@ USER 65532:65532
 EXPOSE 50051 8080 9090
 ENTRYPOINT ["/creditsessionsd"]
 # Without arguments, the image serves on all interfaces in plaintext on the embedded
-# emulator, for trying it out; Kubernetes (deploy/kubernetes) replaces these arguments
-# with TLS, client authentication and an authorization policy.
-CMD ["-grpc-addr=:50051", "-http-addr=:8080", "-admin-addr=:9090"]
+# emulator, for trying it out: the service refuses non-loopback addresses without TLS
+# and caller authentication unless told -allow-insecure. Kubernetes (deploy/kubernetes)
+# replaces these arguments with TLS, client authentication and an authorization policy.
+CMD ["-grpc-addr=:50051", "-http-addr=:8080", "-admin-addr=:9090", "-allow-insecure"]
