@@ -233,8 +233,9 @@ func NewGRPCServer(svc creditv1.CreditServiceServer, opts Options) *GRPC {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	chain := append([]grpc.UnaryServerInterceptor{recoverPanics(logger), logCalls(logger)}, opts.Interceptors...)
-	streamChain := append([]grpc.StreamServerInterceptor{recoverStreamPanics(logger), logStreams(logger)}, opts.StreamInterceptors...)
+	// pushback outermost, so that it sees the status every other one produced.
+	chain := append([]grpc.UnaryServerInterceptor{pushbackUnary, recoverPanics(logger), logCalls(logger)}, opts.Interceptors...)
+	streamChain := append([]grpc.StreamServerInterceptor{pushbackStream, recoverStreamPanics(logger), logStreams(logger)}, opts.StreamInterceptors...)
 	serverOptions := append([]grpc.ServerOption{
 		// Calls run on long-lived goroutines whose stacks have already grown to what a
 		// call needs, instead of a fresh goroutine per call growing its stack by copying

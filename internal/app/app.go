@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Config is everything the service needs to run. Zero values mean the defaults.
@@ -103,6 +104,24 @@ const DefaultAnswerMemory = 6 << 20
 // LargeAnswerBytes is the body size from which an answer counts against AnswerMemory:
 // about 800 sessions. Smaller answers never wait.
 const LargeAnswerBytes = 256 << 10
+
+// MaxConnectionAge is how long a client connection lives before the server asks the
+// client to move on (an HTTP/2 GOAWAY; grpc-go adds ±10% jitter so that clients do not
+// all reconnect at once). A client re-resolves the service's name when a connection
+// ends, so this is how soon callers start using replicas added by a scale-up: within
+// five minutes, about as long as an autoscaler takes to decide. It costs one reconnect
+// (a TLS handshake) per client and replica every five minutes, nothing next to the calls
+// they carry; shorter would add handshakes for little, longer would leave new replicas
+// idle through a load spike.
+const MaxConnectionAge = 5 * time.Minute
+
+// MaxConnectionAgeGrace is how long calls already running on a connection past its age
+// may take to finish before it is closed: no new call starts there after the GOAWAY.
+// Unary calls end within their deadlines (-upstream-call-timeout, 30s, without one);
+// watch streams end themselves after at most 30 minutes, so that clients rebalance
+// (Kubernetes does the same with its watches). A grace of 31 minutes lets the longest
+// of them end on its own terms rather than be cut.
+const MaxConnectionAgeGrace = 31 * time.Minute
 
 // PlaidConfig locates the upstream Plaid API.
 type PlaidConfig struct {
@@ -274,6 +293,7 @@ func New(cfg Config) (_ *App, err error) {
 	svc.EnableWatch(a.hub)
 	a.metrics.ObserveWatch(a.hub)
 	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)))
+	serverOptions = append(serverOptions, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}))
 	if security.TLS != nil {
 		serverOptions = append(serverOptions, grpc.Creds(credentials.NewTLS(security.TLS.Config("h2"))))
 	}

@@ -83,12 +83,12 @@ func TestEveryMappingRowIsTested(t *testing.T) {
 var mappingOnly = resilience.Config{MaxAttempts: 1, BreakerConsecutiveFailures: math.MaxUint32, BreakerMinRequests: math.MaxUint32}
 
 // grpcError calls over gRPC and returns the status, its details and the
-// plaid-request-id header.
+// plaid-request-id metadata (a trailer on failures: see server.Pushback).
 func grpcError(t *testing.T, s *service, token string, opts ...grpc.CallOption) (*status.Status, *errdetails.ErrorInfo, *errdetails.RetryInfo, *errdetails.LocalizedMessage, string) {
 	t.Helper()
-	var header metadata.MD
+	var header, trailer metadata.MD
 	_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: token},
-		append(opts, grpc.Header(&header))...)
+		append(opts, grpc.Header(&header), grpc.Trailer(&trailer))...)
 	require.Error(t, err)
 	st := status.Convert(err)
 	var info *errdetails.ErrorInfo
@@ -106,7 +106,8 @@ func grpcError(t *testing.T, s *service, token string, opts ...grpc.CallOption) 
 		}
 	}
 	require.NotNil(t, info, "every error carries an ErrorInfo: %v", st)
-	return st, info, retry, localized, first(header.Get("plaid-request-id"))
+	assert.Empty(t, header, "a failed call's answer is trailers-only, so that clients may retry it")
+	return st, info, retry, localized, first(trailer.Get("plaid-request-id"))
 }
 
 func first(v []string) string {
