@@ -312,6 +312,11 @@ func (a *App) AdminAddr() net.Addr { return a.adminLn.Addr() }
 // ready reports whether the service takes calls: not shutting down, and serving.
 func (a *App) ready() bool { return !a.shuttingDown.Load() }
 
+// MetricFamilies names every metric family the admin listener's /metrics can serve,
+// including those no call has touched yet: the list monitoring rules and dashboards are
+// checked against.
+func (a *App) MetricFamilies() ([]string, error) { return a.metrics.FamilyNames() }
+
 // Guard is the resilience layer in front of Plaid, for its stats.
 func (a *App) Guard() *resilience.Guard { return a.guard }
 
