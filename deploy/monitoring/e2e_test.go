@@ -196,12 +196,21 @@ func TestPrometheusScrapingTheServiceThroughAnOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the service and runs Prometheus: not with -short")
 	}
+	// The whole test, build included, stays within 90 s: each wait gets what is left.
+	deadline := time.Now().Add(90 * time.Second)
+	upTo := func(d time.Duration) time.Duration { return min(d, time.Until(deadline)) }
 	dir := t.TempDir()
 
 	// The service, as built, on the embedded emulator. The circuit stays open for a
 	// minute once it opens, so the test reads a steady state.
 	bin := filepath.Join(dir, "creditsessionsd")
-	build := exec.Command("go", "build", "-o", bin, "github.com/creditsessions/creditsessions/cmd/creditsessionsd")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	buildCtx, cancelBuild := context.WithDeadline(context.Background(), deadline)
+	defer cancelBuild()
+	build := exec.CommandContext(buildCtx, "go", append(args, "github.com/creditsessions/creditsessions/cmd/creditsessionsd")...)
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	svc := exec.Command(bin, "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0",
@@ -212,7 +221,7 @@ func TestPrometheusScrapingTheServiceThroughAnOutage(t *testing.T) {
 		}
 	}
 	logs := startProcess(t, svc)
-	require.Eventually(t, func() bool { return logs.field("serving", "admin_addr") != "" }, 20*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return logs.field("serving", "admin_addr") != "" }, upTo(15*time.Second), 50*time.Millisecond,
 		"the service did not start")
 	adminAddr, grpcAddr := logs.field("serving", "admin_addr"), logs.field("serving", "grpc_addr")
 	emulatorURL := logs.field("no Plaid credentials configured: serving from the embedded Plaid emulator", "emulator_url")
@@ -248,7 +257,7 @@ scrape_configs:
 		}
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 100*time.Millisecond, "Prometheus did not become ready")
+	}, upTo(15*time.Second), 100*time.Millisecond, "Prometheus did not become ready")
 
 	// Calls, one at a time, each for a different user, until the test ends.
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -294,7 +303,7 @@ scrape_configs:
 			}
 		}
 		return true
-	}, 30*time.Second, 250*time.Millisecond, "the SLI recording rules did not produce healthy series")
+	}, upTo(20*time.Second), 250*time.Millisecond, "the SLI recording rules did not produce healthy series")
 	for _, a := range p.alerts() {
 		assert.NotEqual(t, "firing", a.State, "healthy, yet %v fires", a.Labels)
 	}
@@ -315,7 +324,7 @@ scrape_configs:
 			}
 		}
 		return false
-	}, 30*time.Second, 250*time.Millisecond, "CreditSessionsCircuitOpen did not fire")
+	}, upTo(20*time.Second), 250*time.Millisecond, "CreditSessionsCircuitOpen did not fire")
 	assert.Eventually(t, func() bool {
 		for _, a := range p.alerts() {
 			if a.Labels["alertname"] == "CreditSessionsCircuitOpen" && a.Labels["rules"] == "" {
@@ -323,11 +332,11 @@ scrape_configs:
 			}
 		}
 		return false
-	}, 10*time.Second, 250*time.Millisecond, "the shipped rule sees the same outage, and waits its 5 minutes")
+	}, upTo(5*time.Second), 250*time.Millisecond, "the shipped rule sees the same outage, and waits its 5 minutes")
 	require.Eventually(t, func() bool {
 		samples, err := p.query("creditsessions:sli_availability:ratio_rate5m")
 		return err == nil && len(samples) == 1 && samples[0].value(t) < 1
-	}, 20*time.Second, 250*time.Millisecond, "the availability SLI did not see the outage")
+	}, upTo(10*time.Second), 250*time.Millisecond, "the availability SLI did not see the outage")
 
 	// Every query of the rules and the dashboard evaluates.
 	for where, expr := range queries(t) {
