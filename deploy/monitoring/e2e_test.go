@@ -186,8 +186,8 @@ func testRules(t *testing.T) ruleFile {
 
 // The real Prometheus scrapes the built service while it serves healthy calls and then
 // through an outage of Plaid (the embedded emulator failing every request): the SLI
-// recording rules produce series, the circuit-open alert fires, and every query of the
-// rules and the dashboard evaluates without error.
+// recording rules produce series, the circuit-open alert fires, the fast budget burn
+// starts, and every query of the rules and the dashboard evaluates without error.
 func TestPrometheusScrapingTheServiceThroughAnOutage(t *testing.T) {
 	prometheus, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -337,6 +337,15 @@ scrape_configs:
 		samples, err := p.query("creditsessions:sli_availability:ratio_rate5m")
 		return err == nil && len(samples) == 1 && samples[0].value(t) < 1
 	}, upTo(10*time.Second), 250*time.Millisecond, "the availability SLI did not see the outage")
+	// Every call now fails: the fast burn's page is on its way (its for: is 2 minutes).
+	assert.Eventually(t, func() bool {
+		for _, a := range p.alerts() {
+			if a.Labels["alertname"] == "CreditSessionsAvailabilityBudgetBurnFast" {
+				return a.State == "pending" && a.Labels["severity"] == "page"
+			}
+		}
+		return false
+	}, upTo(10*time.Second), 250*time.Millisecond, "the availability budget burn did not start")
 
 	// Every query of the rules and the dashboard evaluates.
 	for where, expr := range queries(t) {
