@@ -409,6 +409,11 @@ func (a *App) ready() bool { return !a.shuttingDown.Load() }
 // Hub holds the replica's watches.
 func (a *App) Hub() *watch.Hub { return a.hub }
 
+// MetricFamilies names every metric family the admin listener's /metrics can serve,
+// including those no call has touched yet: the list monitoring rules and dashboards are
+// checked against.
+func (a *App) MetricFamilies() ([]string, error) { return a.metrics.FamilyNames() }
+
 // Guard is the resilience layer in front of Plaid, for its stats.
 func (a *App) Guard() *resilience.Guard { return a.guard }
 

@@ -6,6 +6,10 @@ package observe
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -207,4 +211,35 @@ func (m *Metrics) ObserveRedis(up func() bool) {
 		}
 		return 0
 	}))
+}
+
+// descName picks the fully-qualified name out of a descriptor's String(), the only way
+// client_golang shows it: Desc{fqName: "name", help: ...}.
+var descName = regexp.MustCompile(`^Desc\{fqName: "([^"]+)"`)
+
+// FamilyNames lists the name of every metric family registered, from the collectors'
+// descriptors rather than a scrape: a vector with labels appears in /metrics only once
+// a label set has been used, but its descriptor is there from the start. Monitoring
+// rules and dashboards are checked against this list, so that renaming a metric without
+// updating them fails the build. A histogram's series add _bucket, _sum and _count.
+func (m *Metrics) FamilyNames() ([]string, error) {
+	descs := make(chan *prometheus.Desc)
+	go func() {
+		m.Registry.Describe(descs)
+		close(descs)
+	}()
+	seen := map[string]bool{}
+	var bad []string
+	for d := range descs {
+		match := descName.FindStringSubmatch(d.String())
+		if match == nil || d.Err() != nil {
+			bad = append(bad, d.String())
+			continue
+		}
+		seen[match[1]] = true
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("observe: descriptors without a readable name: %v", bad)
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
 }
