@@ -293,11 +293,15 @@ func TestComponentRendersOnItsOwn(t *testing.T) {
 }
 
 // exportedFamilies are the metric families the service registers, read from its
-// collectors' descriptors (a scrape would miss vectors no call has touched yet).
+// collectors' descriptors (a scrape would miss vectors no call has touched yet). The
+// service runs with every optional part on, the webhook listener and a Redis fleet among
+// them, since their metrics exist only where they do: the Redis address is one where
+// nothing listens, which the fleet survives by polling locally.
 func exportedFamilies(t *testing.T) []string {
 	t.Helper()
 	a, err := app.New(app.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		WebhookAddr: "127.0.0.1:0", RedisAddr: "127.0.0.1:1",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	require.NoError(t, err)
