@@ -3,7 +3,7 @@
 # deploy/image_test.go builds the same binary with the same flags and runs it in an
 # empty root holding exactly what the final stage copies; keep the two in step.
 
-FROM golang:1.26.8-bookworm AS build
+FROM golang:1.26.10-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
