@@ -95,6 +95,12 @@ func TestHostileUserTokensNeverReachPlaid(t *testing.T) {
 		resp, body := s.post(t, "/credit/sessions/get", `{"user_token":"user-sandbox-example\udc00"}`)
 		assert.Equal(t, plaidAnswer{400, "INVALID_REQUEST", "INVALID_FIELD"}, answerOf(t, resp, body))
 	})
+	t.Run("invalid UTF-8 on the REST watch", func(t *testing.T) {
+		for _, body := range []string{"{\"user_token\":\"user-sandbox-example\xff\"}", `{"user_token":"user-sandbox-example\udc00"}`} {
+			resp, got := s.post(t, "/credit/sessions/watch", body)
+			assert.Equal(t, plaidAnswer{400, "INVALID_REQUEST", "INVALID_FIELD"}, answerOf(t, resp, got), "%q", body)
+		}
+	})
 	long := strings.Repeat("u", server.MaxUserTokenBytes+1)
 	t.Run("a token too long to be one, over gRPC", func(t *testing.T) {
 		_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: long})

@@ -44,15 +44,37 @@ var requestKeys = expectedKeys("user_token", "client_id", "secret")
 // they are for Plaid. A string that is not valid UTF-8 (raw or as an unpaired surrogate
 // escape) is a *FieldError: it is never passed on, changed, to Plaid.
 func UnmarshalRequest(data []byte, m *creditv1.CreditSessionsGetRequest) error {
-	d := decoder{scanner: scanner{s: data}}
 	m.Reset()
+	return unmarshalRequestObject(data, requestKeys, func(d *decoder, key string) (text string, known bool, err error) {
+		switch key {
+		case "user_token":
+			m.UserToken, _, err = d.optString()
+			return m.UserToken, true, err
+		case "client_id":
+			m.ClientId, err = d.strPtr()
+			return m.GetClientId(), true, err
+		case "secret":
+			m.Secret, err = d.strPtr()
+			return m.GetSecret(), true, err
+		}
+		return "", false, nil
+	})
+}
+
+// unmarshalRequestObject decodes a request body, a JSON object, as Plaid checks one:
+// member reads the value of a member the schema has (returning the text it read, which
+// must be valid UTF-8, and known) or reports it unknown, reading nothing. Unknown
+// members are an *UnknownFieldsError, reported before a member of the wrong type or
+// with text that is not UTF-8 (a *FieldError), as Plaid reports them.
+func unmarshalRequestObject(data []byte, keys []string, member func(d *decoder, key string) (text string, known bool, err error)) error {
+	d := decoder{scanner: scanner{s: data}}
 	if d.peek() != '{' {
 		return d.typeError("an object")
 	}
 	d.pos++
 	var unknown []string
 	var invalid error // the first known member of the wrong type
-	obj := d.members(requestKeys)
+	obj := d.members(keys)
 	for {
 		key, more, err := obj.next()
 		if err != nil {
@@ -61,18 +83,8 @@ func UnmarshalRequest(data []byte, m *creditv1.CreditSessionsGetRequest) error {
 		if !more {
 			break
 		}
-		var text string
-		switch string(key) {
-		case "user_token":
-			m.UserToken, _, err = d.optString()
-			text = m.UserToken
-		case "client_id":
-			m.ClientId, err = d.strPtr()
-			text = m.GetClientId()
-		case "secret":
-			m.Secret, err = d.strPtr()
-			text = m.GetSecret()
-		default:
+		text, known, err := member(&d, string(key))
+		if !known {
 			unknown = append(unknown, string(key))
 			err = d.skip(0)
 		}

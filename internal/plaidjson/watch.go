@@ -11,56 +11,24 @@ var watchRequestKeys = expectedKeys("user_token", "user_id", "client_id", "secre
 // UnmarshalWatchRequest decodes the body of `POST /credit/sessions/watch` into m, with
 // the same checks and errors as UnmarshalRequest.
 func UnmarshalWatchRequest(data []byte, m *creditv1.WatchCreditSessionsRequest) error {
-	d := decoder{scanner: scanner{s: data}}
 	m.Reset()
-	if d.peek() != '{' {
-		return d.typeError("an object")
-	}
-	d.pos++
-	var unknown []string
-	var invalid error // the first known member of the wrong type
-	obj := d.members(watchRequestKeys)
-	for {
-		key, more, err := obj.next()
-		if err != nil {
-			return err
-		}
-		if !more {
-			break
-		}
-		switch string(key) {
+	return unmarshalRequestObject(data, watchRequestKeys, func(d *decoder, key string) (text string, known bool, err error) {
+		switch key {
 		case "user_token":
 			m.UserToken, _, err = d.optString()
+			return m.UserToken, true, err
 		case "user_id":
 			m.UserId, err = d.strPtr()
+			return m.GetUserId(), true, err
 		case "client_id":
 			m.ClientId, err = d.strPtr()
+			return m.GetClientId(), true, err
 		case "secret":
 			m.Secret, err = d.strPtr()
-		default:
-			unknown = append(unknown, string(key))
-			err = d.skip(0)
+			return m.GetSecret(), true, err
 		}
-		if err == nil {
-			continue
-		}
-		if _, syntax := err.(*SyntaxError); syntax {
-			return err
-		}
-		if invalid == nil {
-			invalid = inField(string(key), err)
-		}
-		if err := d.skip(0); err != nil {
-			return err
-		}
-	}
-	if err := d.end(); err != nil {
-		return err
-	}
-	if len(unknown) > 0 {
-		return &UnknownFieldsError{Fields: unknown}
-	}
-	return invalid
+		return "", false, nil
+	})
 }
 
 // AppendWatchResponse appends one message of a watch as a line of newline-delimited
