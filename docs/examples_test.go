@@ -96,7 +96,7 @@ func TestExamplesAreMarked(t *testing.T) {
 }
 
 func TestExamples(t *testing.T) {
-	for _, tool := range []string{"bash", "grpcurl", "curl"} {
+	for _, tool := range []string{"bash", "grpcurl", "curl", "jq"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("the examples need %s on PATH (grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3)", tool)
 		}
@@ -151,11 +151,21 @@ type process struct {
 }
 
 func runExample(t *testing.T, ex *example, bin, root string) {
-	dir := t.TempDir()
-	// The pages run commands from the checkout's root (proto/ for grpcurl -proto) and the
-	// Go caller's module finds the checkout beside it, as ../creditsessions.
-	require.NoError(t, os.Symlink(filepath.Join(root, "proto"), filepath.Join(dir, "proto")))
-	require.NoError(t, os.Symlink(root, filepath.Join(dir, "creditsessions")))
+	// The pages run from a checkout: dir/creditsessions stands for it, a directory of
+	// links to the repository's files, so that what the examples write (certs/,
+	// policy.json) stays in the test's directory and the Go caller's module, beside the
+	// checkout as a reader's would be, finds it as ../creditsessions.
+	dir := filepath.Join(t.TempDir(), "creditsessions")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	entries, err := os.ReadDir(root)
+	require.NoError(t, err)
+	for _, e := range entries {
+		switch e.Name() {
+		case ".git", "certs", "policy.json":
+			continue
+		}
+		require.NoError(t, os.Symlink(filepath.Join(root, e.Name()), filepath.Join(dir, e.Name())))
+	}
 	r := &run{t: t, dir: dir, bin: bin, ports: map[string]string{}, background: map[string]*process{}}
 	for _, a := range wellKnown {
 		r.ports[a] = freeAddress(t)
@@ -422,4 +432,3 @@ func (b *syncBuffer) changed() <-chan struct{} {
 	}
 	return b.notify
 }
-
