@@ -120,6 +120,10 @@ func (f *RedisFleet) Attach(hub *Hub) {
 	go f.receive()
 }
 
+// Client is the fleet's Redis client, for other state the replicas share (the webhook
+// replay cache). It is closed by Close.
+func (f *RedisFleet) Client() *redis.Client { return f.client }
+
 // Up reports whether Redis answered the last operation.
 func (f *RedisFleet) Up() bool { return f.up.Load() }
 
