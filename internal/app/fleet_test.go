@@ -234,13 +234,13 @@ func TestFleetWakeReachesEveryReplica(t *testing.T) {
 	// Shutdown gives the lease back, so another replica need not wait for it to expire.
 	rc := redis.NewClient(&redis.Options{Addr: r.addr()})
 	defer rc.Close()
-	leases, err := rc.Keys(context.Background(), "creditsessions:watch:lease:*").Result()
+	leases, err := rc.Keys(context.Background(), "creditsessions:watch:v2:lease:*").Result()
 	require.NoError(t, err)
 	require.Len(t, leases, 1, "one lease for the one user")
 	for _, s := range f.replicas {
 		require.NoError(t, s.stopFn())
 	}
-	leases, err = rc.Keys(context.Background(), "creditsessions:watch:lease:*").Result()
+	leases, err = rc.Keys(context.Background(), "creditsessions:watch:v2:lease:*").Result()
 	require.NoError(t, err)
 	assert.Empty(t, leases)
 }
