@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/audit"
 	"github.com/creditsessions/creditsessions/internal/auth"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/observe"
@@ -84,6 +85,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.DurationVar(&watchCfg.MaxDuration, "watch-max-duration", 30*time.Minute, "watches end (with OK: reconnect) after at most this long")
 	webhookAddr := fs.String("webhook-addr", "", "listen `address` for Plaid's webhooks (POST /webhooks/plaid only; signature-verified, so it may face beyond loopback); empty: off, watches rely on polling")
 	redisAddr := fs.String("redis-addr", "", "Redis `address` (host:port or redis:// URL) shared by the replicas: one poll per user for the fleet, webhooks reach every replica; empty: each replica on its own")
+	var auditOpts audit.Options
+	fs.StringVar(&auditOpts.Path, "audit-log", "", "data-access audit trail: a `file` (appended, fsync'd in batches, rotated by size, re-opened on SIGHUP) or stdout; empty: none (docs/audit.md)")
+	fs.BoolVar(&auditOpts.Required, "audit-required", true, "with -audit-log: refuse a call (Unavailable) whose audit record cannot be kept; false: serve it and count the loss in creditsessions_audit_records_lost_total")
+	fs.Int64Var(&auditOpts.MaxBytes, "audit-log-max-bytes", audit.DefaultMaxBytes, "rotate the -audit-log file once it holds this many bytes (-1: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,6 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RedisAddr:        *redisAddr,
 		RedisPassword:    getenv("REDIS_PASSWORD"),
 		WebhookAddr:      *webhookAddr,
+		Audit:            auditOpts,
 	})
 	if err != nil {
 		return err
