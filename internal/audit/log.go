@@ -312,7 +312,8 @@ func (l *Log) reopenFile() error {
 		return err
 	}
 	l.opts.Logger.Info("audit log re-opened", "path", l.opts.Path)
-	return nil
+	return l.write() // records held while it failed; and whether it is healthy again
+
 }
 
 // write writes what is queued, in one write and one fsync, after any it could not
