@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -376,4 +378,115 @@ func TestAnUnwritableTrailFailsClosedOrCounts(t *testing.T) {
 		res := verifyTrail(t, path)
 		assert.Equal(t, calls+2, res.Records, "every call on record, the refused one too, and no half-written batch in the chain")
 	})
+}
+
+// Shutting down (what SIGTERM does: Run's context ends) under load, while the trail
+// rotates by size and is moved away and re-opened as logrotate does, loses no record:
+// every call whose answer a caller got is in the trail, once, and the files chain from
+// the first to the last.
+func TestShutdownUnderLoadLosesNoRecord(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	s := start(t, app.Config{Audit: audit.Options{Path: path, Required: true, MaxBytes: 16 << 10}})
+	var mu sync.Mutex
+	answered := map[string]bool{} // token hashes of calls answered OK
+	enough, rotate := make(chan struct{}), make(chan struct{})
+	var once, rotateOnce sync.Once
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				tok := fmt.Sprintf("user-sandbox-example#%d-%d", g, i)
+				var err error
+				if g%2 == 0 {
+					_, err = s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: tok})
+				} else {
+					var resp *http.Response
+					resp, err = postQuietly(s.rest, tok)
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					return // the service is going away
+				}
+				mu.Lock()
+				answered[tokenSHA(tok)] = true
+				n := len(answered)
+				mu.Unlock()
+				if n == 150 {
+					rotateOnce.Do(func() { close(rotate) })
+				}
+				if n == 400 {
+					once.Do(func() { close(enough) })
+				}
+			}
+		})
+	}
+	<-rotate
+	require.NoError(t, os.Rename(path, filepath.Join(dir, "moved-by-logrotate")))
+	require.NoError(t, s.app.Audit().Reopen())
+	<-enough
+	require.NoError(t, s.stopFn(), "SIGTERM: a clean shutdown")
+	wg.Wait()
+
+	files, err := filepath.Glob(filepath.Join(dir, "*"))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(files), 2, "moved away by logrotate, and rotated by size")
+	byFirst := map[string]string{}
+	recorded := map[string]int{}
+	for _, f := range files {
+		res := func() audit.Result {
+			fh, err := os.Open(f)
+			require.NoError(t, err)
+			defer fh.Close()
+			res, err := audit.Verify(fh, "")
+			require.NoError(t, err)
+			assert.Empty(t, res.Breaks, f)
+			return res
+		}()
+		if res.Records == 0 {
+			continue
+		}
+		byFirst[res.First] = f
+		for _, r := range readTrail(t, f) {
+			if r.Code == "OK" {
+				recorded[r.UserTokenSHA256]++
+			}
+		}
+	}
+	// The files chain: from the genesis record, each file's last links to the next's first.
+	link, chained := audit.GenesisPrev, 0
+	for {
+		f, ok := byFirst[link]
+		if !ok {
+			break
+		}
+		chained++
+		fh, err := os.Open(f)
+		require.NoError(t, err)
+		res, err := audit.Verify(fh, link)
+		_ = fh.Close()
+		require.NoError(t, err)
+		link = res.Last
+	}
+	assert.Equal(t, len(byFirst), chained, "every file is a link of one chain")
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, len(answered), 400)
+	for h := range answered {
+		assert.Equal(t, 1, recorded[h], "an answered call has exactly one record")
+	}
+	t.Logf("%d calls answered, %d OK records, %d files", len(answered), len(recorded), len(files))
+}
+
+func postQuietly(base, token string) (*http.Response, error) {
+	resp, err := http.Post(base+"/credit/sessions/get", "application/json", strings.NewReader(`{"user_token":"`+token+`"}`))
+	if err != nil {
+		return nil, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp, nil
 }
