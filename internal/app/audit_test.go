@@ -224,7 +224,7 @@ func TestEveryReadAndRefusalLeavesOneRecord(t *testing.T) {
 	})
 	good := token(t, p.rsaKey, "rsa-1", saClaims(saUnderwriter))
 	forged := http.Header{
-		"Grpc-Metadata-Authorization":          {"Bearer " + good},
+		"Grpc-Metadata-Authorization":           {"Bearer " + good},
 		"Grpc-Metadata-X-Forwarded-Client-Cert": {"URI=" + underwriterID},
 		"X-Forwarded-For":                       {"203.0.113.7"},
 	}
@@ -266,7 +266,6 @@ func TestEveryReadAndRefusalLeavesOneRecord(t *testing.T) {
 	assert.NotContains(t, string(data), s.app.Emulator().Secret())
 	verifyTrail(t, cfg.Audit.Path)
 }
-
 
 // metric reads one sample from the admin listener's /metrics.
 func metric(t *testing.T, a *app.App, sample string) string {
