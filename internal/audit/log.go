@@ -3,8 +3,6 @@ package audit
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +14,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 )
+
+// writeChunk is how many bytes of a batch go to the sink in one write.
+const writeChunk = 256 << 10
 
 // Stdout is the Options.Path that writes records to the process's standard output.
 const Stdout = "stdout"
@@ -91,7 +92,7 @@ type Log struct {
 	size    int64
 	prev    [sha256.Size]byte
 	genesis bool
-	buf     bytes.Buffer
+	buf     []byte
 	pending []entry // taken from the queue, not yet written
 }
 
@@ -321,8 +322,12 @@ func (l *Log) reopenFile() error {
 // the next tick tries again, on the path opened anew.
 func (l *Log) write() error {
 	l.mu.Lock()
-	l.pending = append(l.pending, l.queue...)
-	l.queue = l.queue[:0]
+	if len(l.pending) == 0 { // the usual case: swap, no copy
+		l.pending, l.queue = l.queue, l.pending[:0]
+	} else {
+		l.pending = append(l.pending, l.queue...)
+		l.queue = l.queue[:0]
+	}
 	l.mu.Unlock()
 	if len(l.pending) == 0 {
 		return nil
@@ -337,19 +342,28 @@ func (l *Log) write() error {
 		l.fail(err)
 		return err
 	}
-	l.buf.Reset()
+	buf := l.buf[:0]
 	prev, genesis := l.prev, l.genesis
+	var n int
+	var err error
 	for i := range l.pending {
-		line, err := l.encode(&l.pending[i], prev, genesis)
-		if err != nil { // cannot happen with these types; do not lose the others over it
-			l.opts.Logger.Error("audit log: encoding a record", "error", err)
-			continue
+		start := len(buf)
+		buf = l.appendRecord(buf, &l.pending[i], prev, genesis)
+		prev, genesis = sha256.Sum256(buf[start:]), false
+		buf = append(buf, '\n')
+		// Written in chunks of a buffer that is kept: one write per chunk, one fsync per
+		// batch, and no large buffer grown and dropped per batch.
+		if len(buf) >= writeChunk || i == len(l.pending)-1 {
+			var w int
+			w, err = l.w.Write(buf)
+			n += w
+			buf = buf[:0]
+			if err != nil {
+				break
+			}
 		}
-		l.buf.Write(line)
-		l.buf.WriteByte('\n')
-		prev, genesis = sha256.Sum256(line), false
 	}
-	n, err := l.w.Write(l.buf.Bytes())
+	l.buf = buf
 	if err == nil && l.f != nil {
 		err = l.f.Sync()
 	}
@@ -406,22 +420,4 @@ func (l *Log) rotateIfFull() error {
 // so that the rotated files of one path sort in the order they were written.
 func RotatedName(path string, t time.Time) string {
 	return path + "." + t.UTC().Format("20060102T150405.000000000Z")
-}
-
-func (l *Log) encode(e *entry, prev [sha256.Size]byte, genesis bool) ([]byte, error) {
-	r := Record{V: SchemaVersion, Time: formatTime(e.end), Transport: e.transport, Method: e.method, Code: e.code.String()}
-	e.note.fill(&r)
-	if r.PlaidClientID == "" && r.UserTokenSHA256 != "" {
-		r.PlaidClientID = l.opts.ServiceClientID()
-	}
-	if e.watch {
-		r.WatchStart, r.WatchEnd = formatTime(e.start), formatTime(e.end)
-		m := e.messages
-		r.Messages = &m
-	}
-	r.Prev = GenesisPrev
-	if !genesis {
-		r.Prev = hex.EncodeToString(prev[:])
-	}
-	return json.Marshal(&r)
 }

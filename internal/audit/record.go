@@ -13,7 +13,6 @@ package audit
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"time"
 )
 
@@ -143,19 +142,6 @@ func (n *Note) SetCache(hit bool, age time.Duration) {
 	}
 	secs := age.Seconds()
 	n.cacheHit, n.cacheAgeSeconds = &hit, &secs
-}
-
-// fill copies the note into r.
-func (n *Note) fill(r *Record) {
-	r.Caller = n.caller
-	r.Refusal, r.AuthzRule = n.refusal, n.rule
-	if n.hasToken {
-		r.UserTokenSHA256 = hex.EncodeToString(n.tokenSHA256[:])
-	}
-	r.PlaidClientID = n.clientID
-	r.PlaidRequestID = n.requestID
-	r.Sessions = n.sessions
-	r.CacheHit, r.CacheAgeSeconds = n.cacheHit, n.cacheAgeSeconds
 }
 
 // timeFormat is RFC 3339 with nanoseconds, fixed width so that records sort as text.
