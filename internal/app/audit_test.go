@@ -199,6 +199,33 @@ func TestEveryReadAndRefusalLeavesOneRecord(t *testing.T) {
 		assert.LessOrEqual(t, r.WatchStart, r.WatchEnd)
 		a59.take()
 	})
+	t.Run("rest: watch", func(t *testing.T) {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		req, err := http.NewRequestWithContext(wctx, http.MethodPost, rest+"/credit/sessions/watch",
+			strings.NewReader(`{"user_token":"user-sandbox-example#rest-watch"}`))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := p.httpClient(t, &p.operator).Do(req)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		_, err = bufio.NewReader(resp.Body).ReadBytes('\n')
+		require.NoError(t, err)
+		cancel()
+		_ = resp.Body.Close()
+		var recs []audit.Record
+		require.Eventually(t, func() bool { recs = append(recs, tr.next()...); return len(recs) > 0 }, 10*time.Second, time.Millisecond,
+			"the watch's record, once the server sees it end")
+		require.Len(t, recs, 1)
+		r := recs[0]
+		assert.Equal(t, want(operatorID, "rest", watchMethod, r.Code), audit.Record{Caller: r.Caller, Transport: r.Transport, Method: r.Method, Code: r.Code})
+		assert.Contains(t, []string{"Canceled", "Unavailable"}, r.Code, "the caller went away")
+		require.NotNil(t, r.Messages)
+		assert.Equal(t, 1, *r.Messages)
+		assert.Equal(t, tokenSHA("user-sandbox-example#rest-watch"), r.UserTokenSHA256)
+		assert.Positive(t, r.Sessions)
+		a59.take()
+	})
 	t.Run("rest: allowed get", func(t *testing.T) {
 		resp, body, err := restCall(p.httpClient(t, &p.underwriter), rest, "user-sandbox-example#rest", nil)
 		require.NoError(t, err)

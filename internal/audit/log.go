@@ -240,7 +240,7 @@ func (l *Log) Flush() error {
 // Reopen opens the file path anew, for logrotate after it moved the file away (SIGHUP).
 // The new file's first record links to the last one written to the old.
 func (l *Log) Reopen() error {
-	if l.f == nil && l.opts.Path == Stdout {
+	if l.opts.Path == Stdout { // l.f is the writer's: not read here
 		return nil
 	}
 	ch := make(chan error, 1)
