@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/audit"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/watch"
 
@@ -117,6 +118,7 @@ func (s *Service) plaidRequest(ctx context.Context, userToken, clientID, secret 
 		ci.tokenHash = TokenHash(call.UserToken)
 		ci.clientID = call.Credentials.ClientID
 	}
+	audit.NoteFrom(ctx).SetUser(call.UserToken, call.Credentials.ClientID)
 	return call, nil
 }
 
@@ -136,6 +138,7 @@ func (s *Service) fetch(ctx context.Context, call plaid.Request) (*creditv1.Cred
 		return nil, err
 	}
 	s.noteRequestID(ctx, ci, resp.GetRequestId())
+	audit.NoteFrom(ctx).AddSessions(len(resp.GetSessions()))
 	return resp, nil
 }
 
@@ -157,6 +160,7 @@ func (s *Service) noteRequestID(ctx context.Context, ci *callInfo, id string) {
 	if ci != nil {
 		ci.requestID = id
 	}
+	audit.NoteFrom(ctx).SetRequestID(id)
 	setRequestID(ctx, id)
 }
 

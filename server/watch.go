@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/audit"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/watch"
 
@@ -66,8 +67,11 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	if err != nil {
 		err = upstreamStatus(ctx, err, s.callerKeys)
 		var ue *UpstreamError
-		if errors.As(err, &ue) && ci != nil {
-			ci.requestID = ue.Plaid.RequestID
+		if errors.As(err, &ue) {
+			if ci != nil {
+				ci.requestID = ue.Plaid.RequestID
+			}
+			audit.NoteFrom(ctx).SetRequestID(ue.Plaid.RequestID)
 		}
 		return err
 	}
@@ -77,6 +81,7 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	if ci != nil {
 		ci.requestID = strings.Clone(first.GetRequestId())
 	}
+	audit.NoteFrom(ctx).SetRequestID(strings.Clone(first.GetRequestId()))
 	if err := s.sendWatch(stream, creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL, first); err != nil {
 		return err
 	}
@@ -111,5 +116,6 @@ func (s *Service) sendWatch(stream grpc.ServerStreamingServer[creditv1.WatchCred
 		return err
 	}
 	s.watch.CountMessage(reason)
+	audit.NoteFrom(stream.Context()).AddSessions(len(resp.GetSessions()))
 	return nil
 }

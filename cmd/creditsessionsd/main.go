@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/audit"
 	"github.com/creditsessions/creditsessions/internal/auth"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/observe"
@@ -88,6 +89,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var webhookProxies prefixList
 	fs.Var(&webhookProxies, "webhook-trusted-proxies", "comma-separated `CIDRs` of the proxies in front of -webhook-addr (an ingress) whose X-Forwarded-For names the sender; the limits on key fetches that made-up kids may cause are per sender; empty: the peer is the sender")
 	redisAddr := fs.String("redis-addr", "", "Redis `address` (host:port or redis:// URL) shared by the replicas: one poll per user for the fleet, webhooks reach every replica; empty: each replica on its own")
+	var auditOpts audit.Options
+	fs.StringVar(&auditOpts.Path, "audit-log", "", "data-access audit trail: a `file` (appended, fsync'd in batches, rotated by size, re-opened on SIGHUP) or stdout; empty: none (docs/audit.md)")
+	fs.BoolVar(&auditOpts.Required, "audit-required", true, "with -audit-log: refuse a call (Unavailable) whose audit record cannot be kept; false: serve it and count the loss in creditsessions_audit_records_lost_total")
+	fs.Int64Var(&auditOpts.MaxBytes, "audit-log-max-bytes", audit.DefaultMaxBytes, "rotate the -audit-log file once it holds this many bytes (-1: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -134,6 +139,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		WebhookAddr:      *webhookAddr,
 
 		WebhookTrustedProxies: webhookProxies,
+		Audit:                 auditOpts,
 	})
 	if err != nil {
 		return err

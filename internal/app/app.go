@@ -12,9 +12,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/creditsessions/creditsessions/internal/audit"
 	"github.com/creditsessions/creditsessions/internal/auth"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/membudget"
@@ -96,6 +100,9 @@ type Config struct {
 	// WebhookTrustedProxies are the proxies in front of the webhook listener whose
 	// X-Forwarded-For names the sender; see webhook.Options.TrustedProxies.
 	WebhookTrustedProxies []netip.Prefix
+	// Audit is the data-access trail (docs/audit.md): where records go, and whether a
+	// call whose record cannot be kept is refused. A zero Path keeps none.
+	Audit audit.Options
 }
 
 // DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
@@ -195,6 +202,7 @@ type App struct {
 	emulator     *emulator.Server
 	hub          *watch.Hub
 	fleet        *watch.RedisFleet
+	audit        *audit.Log
 	shuttingDown atomic.Bool
 }
 
@@ -232,7 +240,12 @@ func New(cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	security.OnCaller = server.NoteCaller
+	security.OnCaller = func(ctx context.Context, identity string) {
+		server.NoteCaller(ctx, identity)
+		audit.NoteCaller(ctx, identity)
+	}
+	security.OnRefused = audit.NoteRefusal
+	auditMetrics := audit.NewMetrics(a.metrics.Registry) // registered with or without a trail
 	a.security = security
 	defer func() {
 		if err != nil {
@@ -260,6 +273,17 @@ func New(cfg Config) (_ *App, err error) {
 	budget := membudget.New(answerMemory, LargeAnswerBytes)
 	credentialSource, err := secretFiles(upstream, cfg.Security.ReloadEvery, a.logger, securityMetrics, security.Track)
 	if err != nil {
+		return nil, err
+	}
+	auditOpts := cfg.Audit
+	auditOpts.Metrics, auditOpts.Logger = auditMetrics, a.logger
+	auditOpts.ServiceClientID = func() string {
+		if credentialSource != nil {
+			return credentialSource().ClientID
+		}
+		return upstream.Credentials.ClientID
+	}
+	if a.audit, err = audit.Open(auditOpts); err != nil {
 		return nil, err
 	}
 	client, err := plaid.NewClient(plaid.Config{
@@ -305,13 +329,16 @@ func New(cfg Config) (_ *App, err error) {
 		serverOptions = append(serverOptions, grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(cfg.Tracing.Provider), otelgrpc.WithPropagators(cfg.Tracing.Propagator))))
 	}
+	unary := []grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor()}
+	stream := []grpc.StreamServerInterceptor{a.metrics.GRPC.StreamServerInterceptor()}
+	if a.audit != nil { // outside security, to record its refusals
+		unary, stream = append(unary, a.audit.Unary(auth.Transport)), append(stream, a.audit.Stream(auth.Transport))
+	}
 	a.grpc = server.NewGRPCServer(svc, server.Options{
-		Logger: a.logger,
-		Interceptors: append([]grpc.UnaryServerInterceptor{a.metrics.UnaryServerInterceptor(), security.Unary()},
-			cfg.Interceptors...),
-		StreamInterceptors: append([]grpc.StreamServerInterceptor{a.metrics.GRPC.StreamServerInterceptor(), security.Stream()},
-			cfg.StreamInterceptors...),
-		ServerOptions: serverOptions,
+		Logger:             a.logger,
+		Interceptors:       append(append(unary, security.Unary()), cfg.Interceptors...),
+		StreamInterceptors: append(append(stream, security.Stream()), cfg.StreamInterceptors...),
+		ServerOptions:      serverOptions,
 	})
 	a.metrics.GRPC.InitializeMetrics(a.grpc.Server)
 	rest, err := mirror.New(a.grpc.Service(), mirror.Options{
@@ -423,6 +450,9 @@ func (a *App) Hub() *watch.Hub { return a.hub }
 // checked against.
 func (a *App) MetricFamilies() ([]string, error) { return a.metrics.FamilyNames() }
 
+// Audit is the data-access trail, or nil when none is kept.
+func (a *App) Audit() *audit.Log { return a.audit }
+
 // Guard is the resilience layer in front of Plaid, for its stats.
 func (a *App) Guard() *resilience.Guard { return a.guard }
 
@@ -455,6 +485,12 @@ func (a *App) Run(ctx context.Context) error {
 		return nil
 	})
 	a.logSecurity()
+	if a.audit != nil {
+		g.Go(func() error {
+			a.reopenAuditOnHangup(gctx)
+			return nil
+		})
+	}
 	if a.webhooks != nil {
 		g.Go(func() error {
 			if err := a.webhooks.Serve(a.webhookLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -485,6 +521,24 @@ func (a *App) logSecurity() {
 	}
 	if sec.Authenticates() && sec.PolicyFile == "" {
 		a.logger.Warn("no -authz-policy: every authenticated caller may call every method")
+	}
+}
+
+// reopenAuditOnHangup re-opens the audit file on SIGHUP, as logrotate expects after it
+// moved the file away.
+func (a *App) reopenAuditOnHangup(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := a.audit.Reopen(); err != nil {
+				a.logger.Error("SIGHUP: re-opening the audit log", "error", err)
+			}
+		}
 	}
 }
 
@@ -524,6 +578,12 @@ func (a *App) shutdown() {
 		a.grpc.Stop()
 		<-stopped
 	}
+	// Every call has ended: every record is queued. Written before the process exits.
+	if a.audit != nil {
+		if err := a.audit.Close(); err != nil {
+			a.logger.Error("audit log", "error", err)
+		}
+	}
 	// The admin server last, so metrics can be scraped while calls drain.
 	_ = a.admin.Shutdown(ctx)
 	if err := a.cfg.Tracing.Shutdown(ctx); err != nil {
@@ -547,5 +607,8 @@ func (a *App) close() {
 	}
 	if a.emulator != nil {
 		_ = a.emulator.Close()
+	}
+	if a.audit != nil {
+		_ = a.audit.Close() // after a failed New; a second Close does nothing
 	}
 }

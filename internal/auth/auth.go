@@ -51,6 +51,10 @@ type Security struct {
 	// OnCaller, if set, hears each authenticated caller's identity as soon as it is
 	// known, for the call's log line.
 	OnCaller func(ctx context.Context, identity string)
+	// OnRefused, if set, hears why a call is refused before it is served
+	// (unauthenticated, permission_denied, quota) and the policy rule that decided, if
+	// any, for the call's audit record.
+	OnRefused func(ctx context.Context, reason, rule string)
 
 	authenticates bool
 	jwt           *JWTVerifier
@@ -155,6 +159,7 @@ func New(opts Options, logger *slog.Logger, metrics *Metrics) (*Security, error)
 type caller struct {
 	id    string   // the identity: a certificate's first name, or a token's sub
 	names []string // every name policy principals match
+	token bool     // proven by a bearer token, not a certificate
 }
 
 type callerKey struct{}

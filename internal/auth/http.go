@@ -46,3 +46,13 @@ func stripForgeable(h http.Header) {
 		}
 	}
 }
+
+// Transport names the transport a call came over: "rest" for a call the mirror's
+// handler (HTTP) passed on, else "grpc". It goes by the context HTTP makes, which
+// nothing a caller sends can forge.
+func Transport(ctx context.Context) string {
+	if _, ok := ctx.Value(httpCallKey{}).(*httpCall); ok {
+		return "rest"
+	}
+	return "grpc"
+}

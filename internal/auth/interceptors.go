@@ -88,6 +88,9 @@ func (s *Security) admit(ctx context.Context, method string) (_ context.Context,
 		var err error
 		if c, err = s.authenticate(state, authorization); err != nil {
 			s.refuse(ctx, "unauthenticated", method, transport, "", err.Error())
+			if s.OnRefused != nil {
+				s.OnRefused(ctx, "unauthenticated", "")
+			}
 			return ctx, "other", transport, unauthenticated()
 		}
 		ctx = context.WithValue(ctx, callerKey{}, c)
@@ -106,12 +109,19 @@ func (s *Security) admit(ctx context.Context, method string) (_ context.Context,
 		if policy.headerRules {
 			md = incoming(ctx) // a copy of the metadata: only when a rule needs it
 		}
-		if d := policy.Authorize(method, names, md); !d.Allowed {
+		d := policy.Authorize(method, names, md)
+		if policy.audits() {
+			policy.audit(method, a59Principal(state, c), d)
+		}
+		if !d.Allowed {
 			reason := "no allow rule matched"
 			if d.Rule != "" {
 				reason = "matched " + d.Rule
 			}
 			s.refuse(ctx, "permission_denied", method, transport, c.id, reason)
+			if s.OnRefused != nil {
+				s.OnRefused(ctx, "permission_denied", d.Rule)
+			}
 			return ctx, label, transport, permissionDenied()
 		}
 	}
@@ -126,6 +136,9 @@ func (s *Security) admit(ctx context.Context, method string) (_ context.Context,
 		if ok, wait := s.quota.Take(key, s.now()); !ok {
 			if s.metrics != nil {
 				s.metrics.quotaRejections.WithLabelValues(label).Inc()
+			}
+			if s.OnRefused != nil {
+				s.OnRefused(ctx, "quota", "")
 			}
 			return ctx, label, transport, quotaExceeded(wait)
 		}
@@ -145,7 +158,7 @@ func (s *Security) authenticate(state *tls.ConnectionState, authorization string
 		if err != nil {
 			return nil, err
 		}
-		return &caller{id: sub, names: []string{sub}}, nil
+		return &caller{id: sub, names: []string{sub}, token: true}, nil
 	}
 	if state != nil && len(state.VerifiedChains) > 0 && len(state.VerifiedChains[0]) > 0 {
 		names := CertIdentities(state.VerifiedChains[0][0])

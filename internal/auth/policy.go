@@ -23,13 +23,15 @@ type Policy struct {
 	Name       string
 	DenyRules  []Rule `json:"deny_rules"`
 	AllowRules []Rule `json:"allow_rules"`
-	// AuditLoggingOptions must be absent or empty: audit logging is not supported.
-	AuditLoggingOptions json.RawMessage `json:"audit_logging_options"`
+	// AuditLoggingOptions are gRFC A59's (policy_audit.go).
+	AuditLoggingOptions auditLoggingOptions `json:"audit_logging_options"`
 
 	// principals lists every principal the policy names, to label metrics.
 	principals []string
 	// headerRules is whether any rule matches metadata.
 	headerRules bool
+	// a59 is the policy's audit logging.
+	a59 policyAudit
 }
 
 // Rule matches calls by who makes them (Source) and what they call (Request).
@@ -74,15 +76,14 @@ func ParsePolicy(data []byte) (*Policy, error) {
 	if d.More() {
 		return nil, errors.New("authz policy: more than one JSON value")
 	}
-	if a := bytes.TrimSpace(p.AuditLoggingOptions); len(a) > 0 && !bytes.Equal(a, []byte("null")) && !bytes.Equal(a, []byte("{}")) {
-		// A policy that asks for audit logs must not pass for one that has them.
-		return nil, errors.New(`authz policy: "audit_logging_options" are not supported`)
-	}
 	if p.Name == "" {
 		return nil, errors.New(`authz policy: "name" is not present`)
 	}
 	if len(p.AllowRules) == 0 {
 		return nil, errors.New(`authz policy: "allow_rules" is not present`)
+	}
+	if err := p.AuditLoggingOptions.check(); err != nil {
+		return nil, err
 	}
 	for _, rules := range []struct {
 		name  string
@@ -109,6 +110,9 @@ func ParsePolicy(data []byte) (*Policy, error) {
 			p.principals = append(p.principals, r.Source.Principals...)
 			p.headerRules = p.headerRules || len(r.Request.Headers) > 0
 		}
+	}
+	if err := p.buildAuditLoggers(); err != nil { // last: builders run only for a good policy
+		return nil, err
 	}
 	return &p, nil
 }

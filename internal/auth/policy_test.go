@@ -74,19 +74,23 @@ func TestPolicyLabelsCallersFromABoundedSet(t *testing.T) {
 // The policies grpc-go's translator refuses are refused here too.
 func TestParsePolicyRefusesWhatGRPCRefuses(t *testing.T) {
 	for name, policy := range map[string]string{
-		"no name":                 `{"allow_rules": [{"name": "a"}]}`,
-		"no allow rules":          `{"name": "p", "deny_rules": [{"name": "d"}]}`,
-		"a rule without a name":   `{"name": "p", "allow_rules": [{"source": {"principals": ["x"]}}]}`,
-		"an unknown field":        `{"name": "p", "allow_rules": [{"name": "a", "sauce": {}}]}`,
-		"a pseudo-header":         `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": ":path", "values": ["x"]}]}}]}`,
-		"a grpc- header":          `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "grpc-timeout", "values": ["x"]}]}}]}`,
-		"a hop-by-hop header":     `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "Host", "values": ["x"]}]}}]}`,
-		"a header without key":    `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"values": ["x"]}]}}]}`,
-		"a header without values": `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "x"}]}}]}`,
-		"audit logging":           `{"name": "p", "allow_rules": [{"name": "a"}], "audit_logging_options": {"audit_condition": "ON_DENY"}}`,
-		"truncated":               `{"name": "p", "allow_rules": [`,
-		"trailing value":          `{"name": "p", "allow_rules": [{"name": "a"}]} {}`,
-		"not JSON":                `name: p`,
+		"no name":                       `{"allow_rules": [{"name": "a"}]}`,
+		"no allow rules":                `{"name": "p", "deny_rules": [{"name": "d"}]}`,
+		"a rule without a name":         `{"name": "p", "allow_rules": [{"source": {"principals": ["x"]}}]}`,
+		"an unknown field":              `{"name": "p", "allow_rules": [{"name": "a", "sauce": {}}]}`,
+		"a pseudo-header":               `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": ":path", "values": ["x"]}]}}]}`,
+		"a grpc- header":                `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "grpc-timeout", "values": ["x"]}]}}]}`,
+		"a hop-by-hop header":           `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "Host", "values": ["x"]}]}}]}`,
+		"a header without key":          `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"values": ["x"]}]}}]}`,
+		"a header without values":       `{"name": "p", "allow_rules": [{"name": "a", "request": {"headers": [{"key": "x"}]}}]}`,
+		"an unknown audit condition":    `{"name": "p", "allow_rules": [{"name": "a"}], "audit_logging_options": {"audit_condition": "on_deny"}}`,
+		"an audit logger without name":  `{"name": "p", "allow_rules": [{"name": "a"}], "audit_logging_options": {"audit_loggers": [{"config": {}}]}}`,
+		"an unregistered audit logger":  `{"name": "p", "allow_rules": [{"name": "a"}], "audit_logging_options": {"audit_loggers": [{"name": "nope"}]}}`,
+		"an audit logger's config list": `{"name": "p", "allow_rules": [{"name": "a"}], "audit_logging_options": {"audit_loggers": [{"name": "stdout_logger", "config": []}]}}`,
+		"an unknown audit option":       `{"name": "p", "allow_rules": [{"name": "a"}], "audit_logging_options": {"audit_condition": "ON_DENY", "sink": "x"}}`,
+		"truncated":                     `{"name": "p", "allow_rules": [`,
+		"trailing value":                `{"name": "p", "allow_rules": [{"name": "a"}]} {}`,
+		"not JSON":                      `name: p`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := ParsePolicy([]byte(policy))
