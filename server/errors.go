@@ -62,7 +62,7 @@ type Mapping struct {
 
 // ErrorTable maps Plaid's errors to gRPC codes, on error_type and error_code first, as
 // Plaid asks its clients to; HTTPFallback covers types it does not know. The judgement
-// calls, also in the README:
+// calls, also in docs/contract-and-errors.md:
 //
 //   - The service builds the request body and headers itself, so a complaint about them
 //     (INVALID_BODY, UNKNOWN_FIELDS, INVALID_HEADERS, INCOMPATIBLE_API_VERSION, NOT_FOUND

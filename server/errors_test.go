@@ -15,9 +15,10 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// TestREADMETableIsTheCodesTable keeps the README's mapping and ErrorTable equal.
-func TestREADMETableIsTheCodesTable(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+// TestDocumentedTableIsTheCodesTable keeps the mapping in docs/contract-and-errors.md
+// and ErrorTable equal.
+func TestDocumentedTableIsTheCodesTable(t *testing.T) {
+	readme, err := os.ReadFile("../docs/contract-and-errors.md")
 	require.NoError(t, err)
 	row := regexp.MustCompile("(?m)^\\| `([A-Z_]+)` \\| (`[A-Z_]+`|any other) \\| (\\w+) \\| (\\w+) \\| (\\S+) \\|$")
 	var documented []Mapping
@@ -36,6 +37,7 @@ func TestREADMETableIsTheCodesTable(t *testing.T) {
 		}
 		documented = append(documented, r)
 	}
+	require.NotEmpty(t, documented, "no mapping table in docs/contract-and-errors.md")
 	assert.ElementsMatch(t, ErrorTable, documented)
 }
 

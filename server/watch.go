@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"strings"
-	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/plaid"
@@ -61,7 +60,7 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	}
 	defer w.Close()
 
-	started := time.Now().UnixNano()
+	version := w.Stamp(ctx)
 	first, err := s.upstream.CreditSessionsGet(ctx, call)
 	ci := callInfoFrom(ctx)
 	if err != nil {
@@ -81,7 +80,7 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	if err := s.sendWatch(stream, creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL, first); err != nil {
 		return err
 	}
-	w.Sent(watch.Hash(first), started)
+	w.Sent(watch.Hash(first), version)
 	// The first answer is encoded and on its way: a long watch must not keep it counted
 	// against the answer memory budget (see HoldMemory) for its whole life.
 	if end, _ := ctx.Value(holdEndKey{}).(func()); end != nil {

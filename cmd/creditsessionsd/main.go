@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -83,6 +85,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.DurationVar(&watchCfg.PollInterval, "watch-poll-interval", time.Minute, "how often each watched user is polled (once for all its watches; once for the fleet with -redis-addr)")
 	fs.DurationVar(&watchCfg.MaxDuration, "watch-max-duration", 30*time.Minute, "watches end (with OK: reconnect) after at most this long")
 	webhookAddr := fs.String("webhook-addr", "", "listen `address` for Plaid's webhooks (POST /webhooks/plaid only; signature-verified, so it may face beyond loopback); empty: off, watches rely on polling")
+	var webhookProxies prefixList
+	fs.Var(&webhookProxies, "webhook-trusted-proxies", "comma-separated `CIDRs` of the proxies in front of -webhook-addr (an ingress) whose X-Forwarded-For names the sender; the limits on key fetches that made-up kids may cause are per sender; empty: the peer is the sender")
 	redisAddr := fs.String("redis-addr", "", "Redis `address` (host:port or redis:// URL) shared by the replicas: one poll per user for the fleet, webhooks reach every replica; empty: each replica on its own")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -128,6 +132,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RedisAddr:        *redisAddr,
 		RedisPassword:    getenv("REDIS_PASSWORD"),
 		WebhookAddr:      *webhookAddr,
+
+		WebhookTrustedProxies: webhookProxies,
 	})
 	if err != nil {
 		return err
@@ -208,4 +214,38 @@ func printTryIt(w io.Writer, a *app.App) {
     grpcurl -plaintext -d '{"user_token":"%[1]s"}' %[2]s plaid.credit.v1.CreditService/WatchCreditSessions
 
 `, token, a.GRPCAddr(), a.HTTPAddr())
+}
+
+// prefixList is a flag of comma-separated CIDRs (a bare address is its own /32 or /128).
+type prefixList []netip.Prefix
+
+func (p *prefixList) String() string {
+	if p == nil {
+		return ""
+	}
+	parts := make([]string, len(*p))
+	for i, prefix := range *p {
+		parts[i] = prefix.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p *prefixList) Set(s string) error {
+	*p = nil
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(part)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(part)
+			if aerr != nil {
+				return fmt.Errorf("%q is not a CIDR or an address", part)
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		*p = append(*p, prefix.Masked())
+	}
+	return nil
 }

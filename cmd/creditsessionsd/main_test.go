@@ -149,6 +149,7 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 		"no attempts":         {"-retry-max-attempts", "0"},
 		"too many attempts":   {"-retry-max-attempts", "64"},
 		"no isolation":        {"-isolate-for", "0s"},
+		"a proxy not a CIDR":  {"-webhook-trusted-proxies", "10.0.0.0/8,ingress"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var out lockedBuffer
@@ -157,4 +158,12 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 			assert.NotContains(t, err.Error(), "oops", "argv content is not echoed back")
 		})
 	}
+}
+
+func TestWebhookTrustedProxiesTakesCIDRsAndAddresses(t *testing.T) {
+	var p prefixList
+	require.NoError(t, p.Set(" 10.0.0.0/8, 192.168.1.7 ,fd00::1/64,"))
+	assert.Equal(t, "10.0.0.0/8,192.168.1.7/32,fd00::/64", p.String())
+	require.NoError(t, p.Set(""))
+	assert.Empty(t, p)
 }

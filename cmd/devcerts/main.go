@@ -1,7 +1,11 @@
 // Command devcerts writes a certificate authority, a server certificate and client
-// certificates with SPIFFE IDs into a directory: what the README's "Running in
-// production" example serves and calls with. For trying mTLS out, not for production,
-// whose certificates come from the organisation's CA, cert-manager or SPIRE.
+// certificates with SPIFFE IDs into a directory, and for the same clients a JWKS
+// (jwks.json) and ES256 bearer tokens (token-NAME.jwt) whose sub is the client's SPIFFE
+// ID: what the README's production quick start serves and calls with, by certificate or
+// by token. For trying mTLS and JWTs out, not for production, whose certificates come
+// from the organisation's CA, cert-manager or SPIRE, and tokens from its identity
+// provider. The tokens' iss and aud are -jwt-issuer and -jwt-audience, the values the
+// service's flags of the same names must be given.
 //
 //	go run ./cmd/devcerts -dir certs -clients underwriter=spiffe://example.org/ns/billing/sa/underwriter
 package main
@@ -36,6 +40,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		"underwriter=spiffe://example.org/ns/billing/sa/underwriter,operator=spiffe://example.org/ns/ops/sa/operator,intruder=spiffe://example.org/ns/web/sa/frontend",
 		"comma-separated name=SPIFFE-ID client certificates, written as client-NAME.crt/.key")
 	validity := fs.Duration("validity", 30*24*time.Hour, "how long the certificates are valid")
+	issuer := fs.String("jwt-issuer", DefaultIssuer, "the iss of the tokens (give creditsessionsd the same -jwt-issuer)")
+	audience := fs.String("jwt-audience", DefaultAudience, "the aud of the tokens (give creditsessionsd the same -jwt-audience)")
+	tokenTTL := fs.Duration("token-ttl", time.Hour, "how long the tokens are valid")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,6 +78,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ca.crt, server.crt, server.key (%s)\n", *dir, *hosts)
+	tokens, err := devcerts.NewIssuer(*issuer, *audience)
+	if err != nil {
+		return err
+	}
+	jwks, err := tokens.JWKS()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*dir, "jwks.json"), jwks, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: jwks.json (iss %s, aud %s)\n", *dir, *issuer, *audience)
 	for _, c := range strings.Split(*clients, ",") {
 		name, id, ok := strings.Cut(strings.TrimSpace(c), "=")
 		if !ok || name == "" || id == "" || strings.ContainsAny(name, `/\`) {
@@ -83,7 +102,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if err := leaf.Write(*dir, "client-"+name); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: client-%s.crt, client-%s.key (%s)\n", *dir, name, name, id)
+		token, err := tokens.Token(id, *tokenTTL)
+		if err != nil {
+			return err
+		}
+		// A bearer token is a credential: readable by its owner only, as the keys are.
+		if err := os.WriteFile(filepath.Join(*dir, "token-"+name+".jwt"), []byte(token+"\n"), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: client-%s.crt, client-%s.key, token-%s.jwt (%s)\n", *dir, name, name, name, id)
 	}
 	return nil
 }
+
+// The tokens' iss and aud unless -jwt-issuer and -jwt-audience say otherwise.
+const (
+	DefaultIssuer   = "https://devcerts.creditsessions.example"
+	DefaultAudience = "creditsessions"
+)

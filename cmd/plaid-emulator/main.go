@@ -17,7 +17,8 @@
 //
 // It also serves Plaid's POST /webhook_verification_key/get and, to send signed
 // webhooks to a URL of your choosing, POST /sandbox/income/fire_webhook with a
-// user_token and a webhook URL (see package internal/emulator).
+// user_token and a webhook URL (see package internal/emulator); POST /emulator/user
+// {"user_token"} answers the user_id those webhooks name, which a watch needs.
 //
 // The accepted credentials come from the environment, never from flags, so they stay out
 // of process listings: PLAID_EMULATOR_CLIENT_ID and PLAID_EMULATOR_SECRET, defaulting to
@@ -90,7 +91,8 @@ func run(ctx context.Context) error {
 	logger.Info("try it", "curl", exampleCurl(srv.URL, cfg))
 	logger.Info("webhooks", "signing_kid", srv.Emulator.WebhookKeyID(),
 		"keys", "POST "+srv.URL+"/webhook_verification_key/get",
-		"fire", "POST "+srv.URL+"/sandbox/income/fire_webhook {user_token, webhook[, webhook_code]}")
+		"fire", "POST "+srv.URL+"/sandbox/income/fire_webhook {user_token, webhook[, webhook_code]}",
+		"user_id", "POST "+srv.URL+"/emulator/user {user_token}")
 	logger.Info("faults", "faults", faults.String(), "seed", srv.Emulator.Seed(),
 		"control", srv.URL+"/emulator/faults")
 

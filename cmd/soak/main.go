@@ -11,7 +11,7 @@
 // has stopped, what its resilience layer did. Everything listens on 127.0.0.1 and all
 // traffic stays there. The run stops by
 // itself after -duration or -max-calls calls, prints a summary and a Markdown table for
-// the README on stdout, and exits 1 if the service did not stop cleanly on SIGTERM, if
+// BENCHMARKS.md on stdout, and exits 1 if the service did not stop cleanly on SIGTERM, if
 // an unknown user token got anything but its caller error (or an upstream fault's
 // transient error), or if the service's memory grew over the run.
 package main

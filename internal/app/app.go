@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -92,6 +93,9 @@ type Config struct {
 	// RedisAddr. It faces Plaid, not internal callers: each webhook is authenticated by
 	// Plaid's signature, so it may listen beyond loopback.
 	WebhookAddr string
+	// WebhookTrustedProxies are the proxies in front of the webhook listener whose
+	// X-Forwarded-For names the sender; see webhook.Options.TrustedProxies.
+	WebhookTrustedProxies []netip.Prefix
 }
 
 // DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
@@ -332,9 +336,14 @@ func New(cfg Config) (_ *App, err error) {
 		if !upstream.completeCredentials() {
 			return nil, errors.New("-webhook-addr: verifying Plaid's webhooks needs the service's own Plaid keys (PLAID_CLIENT_ID, PLAID_SECRET or their _FILE variables)")
 		}
-		hooks, err := webhook.NewHandler(webhook.Options{
+		hookOpts := webhook.Options{
 			Keys: client, Notifier: a.hub, Logger: a.logger, Metrics: a.metrics.Registry,
-		})
+			TrustedProxies: cfg.WebhookTrustedProxies,
+		}
+		if a.fleet != nil {
+			hookOpts.SharedReplays = webhook.RedisReplays{Client: a.fleet.Client()}
+		}
+		hooks, err := webhook.NewHandler(hookOpts)
 		if err != nil {
 			return nil, err
 		}

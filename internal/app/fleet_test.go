@@ -1,9 +1,11 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -195,6 +197,27 @@ func TestFleetWebhookOnOneReplicaReachesWatchesOnAll(t *testing.T) {
 	assert.Equal(t, calls+1, f.emu.Emulator.Calls(), "one Plaid call for the fleet")
 }
 
+// A webhook one replica accepted, sent again to another (a replay, or Plaid's load
+// balancer delivering twice), wakes nobody twice: the replay cache is the fleet's.
+func TestFleetWebhookAcceptedOnOneReplicaIsAReplayOnAnother(t *testing.T) {
+	r := startRedis(t)
+	f := startFleet(t, r.addr(), time.Hour) // no poll during the test: only the webhook
+	body := []byte(`{"webhook_type":"INCOME","webhook_code":"BANK_INCOME_COMPLETE","user_id":"user-replayed","result":"SUCCESS","environment":"sandbox"}`)
+	token, err := f.emu.Emulator.SignWebhook(body)
+	require.NoError(t, err)
+	for i, want := range []string{"accepted", "replayed", "replayed"} {
+		url := "http://" + f.replicas[i].app.WebhookAddr().String() + "/webhooks/plaid"
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Plaid-Verification", token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, 1.0, f.replicas[i].scrape(t)["creditsessions_webhooks_total"]["result="+want], "replica %d", i)
+	}
+}
+
 func TestFleetWakeReachesEveryReplica(t *testing.T) {
 	r := startRedis(t)
 	f := startFleet(t, r.addr(), time.Hour) // no poll during the test: only wake-ups
@@ -211,13 +234,13 @@ func TestFleetWakeReachesEveryReplica(t *testing.T) {
 	// Shutdown gives the lease back, so another replica need not wait for it to expire.
 	rc := redis.NewClient(&redis.Options{Addr: r.addr()})
 	defer rc.Close()
-	leases, err := rc.Keys(context.Background(), "creditsessions:watch:lease:*").Result()
+	leases, err := rc.Keys(context.Background(), "creditsessions:watch:v2:lease:*").Result()
 	require.NoError(t, err)
 	require.Len(t, leases, 1, "one lease for the one user")
 	for _, s := range f.replicas {
 		require.NoError(t, s.stopFn())
 	}
-	leases, err = rc.Keys(context.Background(), "creditsessions:watch:lease:*").Result()
+	leases, err = rc.Keys(context.Background(), "creditsessions:watch:v2:lease:*").Result()
 	require.NoError(t, err)
 	assert.Empty(t, leases)
 }

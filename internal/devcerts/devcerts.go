@@ -1,6 +1,6 @@
 // Package devcerts makes a certificate authority and the certificates a deployment of
 // this service needs (a server certificate, client certificates with SPIFFE IDs), for
-// the README's worked example (cmd/devcerts) and for tests. Production certificates
+// the README's production quick start (cmd/devcerts) and for tests. Production certificates
 // come from the organisation's CA, cert-manager or SPIRE, not from here.
 package devcerts
 

@@ -17,12 +17,17 @@ import (
 //	GET    /emulator/faults  → 200, the random faults in force
 //	DELETE /emulator/faults  → 204; ClearFaults: no random faults, empty script
 //	GET    /emulator/stats   → 200, {"calls":N} as Calls counts them
+//	POST   /emulator/user    {"user_token"} → 200, {"user_id"}: the Plaid user_id of the user
+//	                         the token names (Emulator.UserID), which webhooks about the user
+//	                         carry and a watch needs to be woken by them; Plaid's own is what
+//	                         /user/create returned with the token, which the emulator lacks
 //
 // A bad body gets 400 and a wrong method 405, each with {"error":"..."}. Every other
 // path, under /emulator/ or not, is routed as Plaid routes it.
 const (
 	controlFaultsPath = "/emulator/faults"
 	controlStatsPath  = "/emulator/stats"
+	controlUserPath   = "/emulator/user"
 )
 
 // maxControlBodyBytes bounds a control request body; a Faults object is a few hundred bytes.
@@ -31,7 +36,7 @@ const maxControlBodyBytes = 64 << 10
 // serveControl answers r if it is for the control API, and reports whether it was.
 func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) bool {
 	path := collapseSlashes(r.URL.Path)
-	if path != controlFaultsPath && path != controlStatsPath {
+	if path != controlFaultsPath && path != controlStatsPath && path != controlUserPath {
 		return false
 	}
 	status := e.control(w, r, path)
@@ -52,6 +57,18 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, path string) 
 	case path == controlStatsPath:
 		w.Header().Set("Allow", http.MethodGet)
 		return writeControlError(w, http.StatusMethodNotAllowed, r.Method+" "+path+": use GET")
+
+	case path == controlUserPath && r.Method == http.MethodPost:
+		token, err := readUserToken(w, r)
+		if err != nil {
+			return writeControlError(w, http.StatusBadRequest, err.Error())
+		}
+		return writeControlJSON(w, http.StatusOK, struct {
+			UserID string `json:"user_id"`
+		}{e.UserID(token)})
+	case path == controlUserPath:
+		w.Header().Set("Allow", http.MethodPost)
+		return writeControlError(w, http.StatusMethodNotAllowed, r.Method+" "+path+": use POST")
 
 	case r.Method == http.MethodGet:
 		return writeControlJSON(w, http.StatusOK, e.Faults())
@@ -94,6 +111,38 @@ func readFaults(w http.ResponseWriter, r *http.Request) (Faults, error) {
 		return Faults{}, errors.New("emulator: faults: data after the JSON object")
 	}
 	return f, nil
+}
+
+// readUserToken reads a POST /emulator/user body: {"user_token"} naming a user the
+// emulator knows, so that a typo gets an error rather than the user_id of nobody.
+func readUserToken(w http.ResponseWriter, r *http.Request) (string, error) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBodyBytes))
+	if err != nil {
+		return "", errors.New("emulator: user: body could not be read")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var body struct {
+		UserToken *string `json:"user_token"`
+	}
+	if trimmed := bytes.TrimSpace(raw); len(trimmed) == 0 || trimmed[0] != '{' {
+		return "", errors.New(`emulator: user: the body must be a JSON object, {"user_token": "..."}`)
+	}
+	if err := dec.Decode(&body); err != nil {
+		return "", errors.New("emulator: user: " + err.Error())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return "", errors.New("emulator: user: data after the JSON object")
+	}
+	if body.UserToken == nil || *body.UserToken == "" {
+		return "", errors.New("emulator: user: user_token is required")
+	}
+	// As fire_webhook: a token whose calls fail (an unknown one, an error token) names no
+	// user whose sessions a webhook could change.
+	if _, failure := lookupToken(*body.UserToken); failure != nil {
+		return "", errors.New("emulator: user: user_token " + failure.Code + " (see the fixture users)")
+	}
+	return *body.UserToken, nil
 }
 
 func writeControlJSON(w http.ResponseWriter, status int, v any) int {

@@ -181,3 +181,35 @@ func TestFaultsJSON(t *testing.T) {
 	require.Error(t, json.Unmarshal([]byte(`{"error_rate":2}`), &kept))
 	assert.Equal(t, Faults{ErrorRate: 0.1}, kept, "a refused value leaves the target alone")
 }
+
+// TestControlUserNamesTheUserID: someone trying the webhook loop from a shell learns the
+// user_id a watch needs, the one the emulator's webhooks about the user carry.
+func TestControlUserNamesTheUserID(t *testing.T) {
+	s := startServer(t, Config{})
+	c := newClient(t)
+
+	for _, token := range []string{"user-sandbox-example", "user-sandbox-example#1", "user-sandbox-sessions-3"} {
+		resp := control(t, c, s.URL, http.MethodPost, "/emulator/user", `{"user_token":"`+token+`"}`)
+		require.Equal(t, http.StatusOK, resp.status, "body: %s", resp.raw)
+		assert.JSONEq(t, `{"user_id":"`+s.Emulator.UserID(token)+`"}`, string(resp.raw))
+	}
+
+	tests := []struct {
+		name, method, body, wantErr string
+		wantStatus                  int
+	}{
+		{"unknown token", http.MethodPost, `{"user_token":"nobody"}`, "INVALID_USER_TOKEN", http.StatusBadRequest},
+		{"no token", http.MethodPost, `{}`, "user_token is required", http.StatusBadRequest},
+		{"not JSON", http.MethodPost, `user_token=x`, "JSON object", http.StatusBadRequest},
+		{"unknown member", http.MethodPost, `{"user_token":"user-sandbox-example","x":1}`, "unknown field", http.StatusBadRequest},
+		{"trailing data", http.MethodPost, `{"user_token":"user-sandbox-example"}{}`, "data after", http.StatusBadRequest},
+		{"GET", http.MethodGet, ``, "use POST", http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := control(t, c, s.URL, tt.method, "/emulator/user", tt.body)
+			assert.Equal(t, tt.wantStatus, resp.status)
+			assert.Contains(t, string(resp.raw), tt.wantErr)
+		})
+	}
+}

@@ -36,7 +36,7 @@ import (
 //
 //	POST /webhook_verification_key/get  {client_id, secret, key_id} → {"key": JWK, "request_id"}
 //	POST /sandbox/income/fire_webhook   {client_id, secret, user_token, webhook, webhook_code?,
-//	                                     verification_status?, user_id?, item_id?} → {"request_id"}
+//	                                     verification_status?, user_id?, item_id?} → {"request_id", "user_id"}
 //
 // Credentials may come in the body or in Plaid's headers, as for /credit/sessions/get.
 // fire_webhook takes the user's user_token (Plaid's takes an item_id; the emulator has no
@@ -44,8 +44,10 @@ import (
 // returns it, then sends the webhook named by webhook_code (INCOME_VERIFICATION,
 // INCOME_VERIFICATION_RISK_SIGNALS, BANK_INCOME_COMPLETE or SESSION_FINISHED) or, with no
 // webhook_code, LINK/SESSION_FINISHED then INCOME/BANK_INCOME_COMPLETE. Each webhook names
-// the user by user_id (Emulator.UserID). Unlike Plaid, it sends them before answering, and
-// answers API_ERROR if the URL did not take them with a 2xx, so a test knows they arrived.
+// the user by user_id (Emulator.UserID), which the answer also carries (Plaid's carries
+// request_id only) so that someone trying the loop from a shell learns the user_id a watch
+// needs. Unlike Plaid, it sends them before answering, and answers API_ERROR if the URL
+// did not take them with a 2xx, so a test knows they arrived.
 const (
 	webhookKeyPath  = "/webhook_verification_key/get"
 	fireWebhookPath = "/sandbox/income/fire_webhook"
@@ -470,7 +472,7 @@ func (e *Emulator) fireWebhook(w http.ResponseWriter, r *http.Request, requestID
 			return nil, errWebhookDelivery.withMessage("the session was added, but a webhook was not delivered: " + err.Error())
 		}
 	}
-	return map[string]any{"request_id": requestID}, nil
+	return map[string]any{"request_id": requestID, "user_id": userID}, nil
 }
 
 // readRequest runs Plaid's request checks for an endpoint whose members, beside

@@ -172,6 +172,10 @@ func TestFireWebhookControlCall(t *testing.T) {
 
 	resp := fire(nil)
 	require.Equal(t, http.StatusOK, resp.status, "body: %s", resp.raw)
+	var answer map[string]any
+	require.NoError(t, json.Unmarshal(resp.raw, &answer))
+	assert.Equal(t, s.Emulator.UserID(token), answer["user_id"], "the answer names the user a watch needs")
+	assert.NotEmpty(t, answer["request_id"])
 	finished, complete := <-got, <-got
 	assert.Equal(t, "LINK", finished.body["webhook_type"])
 	assert.Equal(t, "SESSION_FINISHED", finished.body["webhook_code"])

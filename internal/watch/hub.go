@@ -50,9 +50,25 @@ type Snapshot struct {
 	Hash [32]byte
 	// Reason is why the fetch ran: webhook or poll (initial for a watch's first one).
 	Reason creditv1.WatchCreditSessionsReason
-	// Started is when the fetch started, in Unix nanoseconds: a watch ignores snapshots
-	// older than the one it started with.
-	Started int64
+	// Version orders the fetch among the user's others: a watch never sends a snapshot
+	// of a lower version than one it sent.
+	Version Version
+}
+
+// Version orders the fetches of one user, taken as each fetch starts. With a fleet that
+// answers, Fleet is a number Redis hands out, greater than any it handed out before for
+// that user (see RedisFleet.Stamp), so fetches on different replicas are ordered by one
+// counter, never by their clocks; Local is 0. Without one (no Redis, or Redis not
+// answering), Fleet is the greatest fleet number this replica has seen for the user and
+// Local counts this replica's fetches: after everything the fleet sent before, and before
+// anything it sends once it answers again.
+type Version struct {
+	Fleet, Local uint64
+}
+
+// Less reports whether v comes before o.
+func (v Version) Less(o Version) bool {
+	return v.Fleet < o.Fleet || (v.Fleet == o.Fleet && v.Local < o.Local)
 }
 
 // Hash is the SHA-256 of r's deterministic encoding with request_id left out, so that two
@@ -119,8 +135,12 @@ func (c Config) withDefaults() Config {
 type Fleet interface {
 	// Lead reports whether this replica should poll key now, taking or renewing a
 	// lease of ttl. It reports true when the fleet cannot tell (Redis down), so that
-	// watches fall back to local polling.
-	Lead(ctx context.Context, key Key, ttl time.Duration) bool
+	// watches fall back to local polling. When it leads, stamp is as Stamp's, for the
+	// poll about to start.
+	Lead(ctx context.Context, key Key, ttl time.Duration) (lead bool, stamp uint64)
+	// Stamp returns a number greater than every one the fleet returned for key before,
+	// for a fetch about to start (see Version), or 0 when the fleet cannot tell.
+	Stamp(ctx context.Context, key Key) uint64
 	// Release gives up the lease on key, if this replica holds it.
 	Release(key Key)
 	// PublishWake tells the other replicas that user has news.
@@ -159,7 +179,8 @@ type Hub struct {
 	stop     chan struct{}
 	done     chan struct{}
 	closed   bool
-	released []Key // leases to give up at Close: users whose last watch ended while draining
+	released []Key  // leases to give up at Close: users whose last watch ended while draining
+	local    uint64 // fetches stamped without the fleet: Version.Local
 
 	messages [4]atomic.Int64 // by reason
 }
@@ -190,7 +211,8 @@ type entry struct {
 	polling      bool
 	again        bool // a wake-up came during a poll: poll once more after it
 	reason       creditv1.WatchCreditSessionsReason
-	failingSince int64 // Unix nanoseconds of the first failure in a row; 0 when the last poll worked
+	failingSince int64  // Unix nanoseconds, this replica's clock, of the first failure in a row heard; 0 when the last poll worked
+	fleetSeen    uint64 // the greatest Version.Fleet of the user's fetches heard of here
 }
 
 // Watcher is one watch. Its fields are guarded by the hub's lock.
@@ -201,7 +223,7 @@ type Watcher struct {
 	notify   chan struct{}
 	pending  *Snapshot
 	sentHash [32]byte
-	since    int64
+	seen     Version // of the newest snapshot sent or pending: older ones are ignored
 	end      error
 	removed  bool
 }
@@ -262,7 +284,7 @@ func (h *Hub) Watch(key Key, userID string, fetch Fetch) (*Watcher, error) {
 		}
 		users[e] = struct{}{}
 	}
-	w := &Watcher{hub: h, entry: e, notify: make(chan struct{}, 1), since: now, item: item{idx: -1}}
+	w := &Watcher{hub: h, entry: e, notify: make(chan struct{}, 1), item: item{idx: -1}}
 	max := int64(h.cfg.MaxDuration)
 	w.at = now + max - rand.Int64N(max/10+1)
 	h.push(&w.item, w)
@@ -274,17 +296,41 @@ func (h *Hub) Watch(key Key, userID string, fetch Fetch) (*Watcher, error) {
 // C is signalled when the watch has something: call Next.
 func (w *Watcher) C() <-chan struct{} { return w.notify }
 
-// Sent records the message the caller sent first, so that later snapshots are compared
-// with it and older ones are ignored.
-func (w *Watcher) Sent(hash [32]byte, started int64) {
+// Stamp returns the Version of a fetch of the watched user about to start: the caller's
+// first one, which it then passes to Sent.
+func (w *Watcher) Stamp(ctx context.Context) Version {
+	h := w.hub
+	var fleet uint64
+	if h.cfg.Fleet != nil {
+		fleet = h.cfg.Fleet.Stamp(ctx, w.entry.key)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stamp(w.entry, fleet)
+}
+
+// stamp makes the Version of a fetch of e about to start, from the fleet's stamp (0:
+// none). Under h.mu.
+func (h *Hub) stamp(e *entry, fleet uint64) Version {
+	if fleet != 0 {
+		e.fleetSeen = max(e.fleetSeen, fleet)
+		return Version{Fleet: fleet}
+	}
+	h.local++
+	return Version{Fleet: e.fleetSeen, Local: h.local}
+}
+
+// Sent records the message the caller sent first, fetched at version (from Stamp), so
+// that later snapshots are compared with it and older ones are ignored.
+func (w *Watcher) Sent(hash [32]byte, version Version) {
 	h := w.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	w.sentHash = hash
-	if started > w.since {
-		w.since = started
+	if w.seen.Less(version) {
+		w.seen = version
 	}
-	if w.pending != nil && (w.pending.Hash == hash || w.pending.Started < w.since) {
+	if w.pending != nil && (w.pending.Hash == hash || w.pending.Version.Less(version)) {
 		w.pending = nil
 	}
 }
@@ -341,11 +387,14 @@ func (w *Watcher) Close() {
 	}
 }
 
-// offer gives w a snapshot if it differs from what w sent last. Under h.mu.
+// offer gives w a snapshot if it differs from what w sent last, and is not older than
+// what it sent or has pending: two replicas polling one user (a lease handed over, Redis
+// coming and going) deliver in any order. Under h.mu.
 func (w *Watcher) offer(s *Snapshot) {
-	if w.end != nil || s.Started < w.since {
+	if w.end != nil || s.Version.Less(w.seen) {
 		return
 	}
+	w.seen = s.Version
 	if s.Hash == w.sentHash {
 		w.pending = nil // back to what the caller has: nothing to send
 		return
@@ -515,20 +564,28 @@ func (h *Hub) startPoll(e *entry) {
 func (h *Hub) poll(e *entry, reason creditv1.WatchCreditSessionsReason) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PollTimeout)
 	defer cancel()
-	lead := true
+	lead, fleetStamp := true, uint64(0)
 	if h.cfg.Fleet != nil {
 		// The lease outlives two intervals, so the holder keeps it from poll to poll
 		// and another replica takes over within two intervals of the holder's end.
-		lead = h.cfg.Fleet.Lead(ctx, e.key, 2*h.cfg.PollInterval+h.cfg.PollTimeout)
+		lead, fleetStamp = h.cfg.Fleet.Lead(ctx, e.key, 2*h.cfg.PollInterval+h.cfg.PollTimeout)
 	}
 	if lead {
-		started := time.Now().UnixNano()
+		h.mu.Lock()
+		version := h.stamp(e, fleetStamp)
+		h.mu.Unlock()
 		resp, err := e.fetch(ctx)
 		var snap *Snapshot
 		if err == nil {
-			snap = &Snapshot{Response: resp, Hash: Hash(resp), Reason: reason, Started: started}
+			snap = &Snapshot{Response: resp, Hash: Hash(resp), Reason: reason, Version: version}
 		}
-		h.Deliver(e.key, snap, err, started)
+		h.mu.Lock()
+		// Only to the entry that polled: a later one for the same user (its last watch
+		// left meanwhile, a new one came) has local versions of its own.
+		if h.entries[e.key] == e {
+			h.deliver(e, snap, err)
+		}
+		h.mu.Unlock()
 		if h.cfg.Fleet != nil {
 			h.cfg.Fleet.PublishResult(e.key, snap, err)
 		}
@@ -550,16 +607,24 @@ func (h *Hub) poll(e *entry, reason creditv1.WatchCreditSessionsReason) {
 	h.push(&e.item, e)
 }
 
-// Deliver hands what a poll of key found (here or on another replica) to the watches of
-// key on this replica. A caller's error ends them at once; a transient one only once the
-// user's polls have failed for longer than FailAfter.
-func (h *Hub) Deliver(key Key, snap *Snapshot, err error, started int64) {
+// Deliver hands what a poll of key on another replica found (snap, or err) to the
+// watches of key on this replica. A caller's error ends them at once; a transient one
+// only once the user's polls have failed for longer than FailAfter.
+func (h *Hub) Deliver(key Key, snap *Snapshot, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.entries[key]
 	if e == nil {
 		return
 	}
+	if snap != nil {
+		e.fleetSeen = max(e.fleetSeen, snap.Version.Fleet)
+	}
+	h.deliver(e, snap, err)
+}
+
+// deliver is Deliver for e. Under h.mu.
+func (h *Hub) deliver(e *entry, snap *Snapshot, err error) {
 	if err == nil {
 		e.failingSince = 0
 		for w := range e.watchers {
@@ -568,8 +633,10 @@ func (h *Hub) Deliver(key Key, snap *Snapshot, err error, started int64) {
 		return
 	}
 	if Transient(err) {
+		// When the failures began is told by this replica's clock, which is the one it
+		// is compared with: another replica's may be minutes off.
 		if e.failingSince == 0 {
-			e.failingSince = started
+			e.failingSince = time.Now().UnixNano()
 		}
 		if time.Now().UnixNano()-e.failingSince <= int64(h.cfg.FailAfter) {
 			// Debug: during an outage this would be a line per watched user per interval;

@@ -75,13 +75,11 @@ func TestAWatchIsSentOnlyTheNewestStateAndOnlyChanges(t *testing.T) {
 	w, err := h.Watch(key, "", nil)
 	require.NoError(t, err)
 	defer w.Close()
-	base := time.Now().Add(time.Second).UnixNano() // every started below is after the watch's start
 	first := answer("r0", "s1")
-	w.Sent(watch.Hash(first), base+1)
+	w.Sent(watch.Hash(first), watch.Version{Fleet: 1})
 
-	deliver := func(r *creditv1.CreditSessionsGetResponse, started int64) {
-		started += base
-		h.Deliver(key, &watch.Snapshot{Response: r, Hash: watch.Hash(r), Started: started}, nil, started)
+	deliver := func(r *creditv1.CreditSessionsGetResponse, version uint64) {
+		h.Deliver(key, &watch.Snapshot{Response: r, Hash: watch.Hash(r), Version: watch.Version{Fleet: version}}, nil)
 	}
 	deliver(answer("r1", "s1"), 2) // same sessions: nothing
 	snap, err := w.Next()
@@ -108,7 +106,7 @@ func TestAWatchIsSentOnlyTheNewestStateAndOnlyChanges(t *testing.T) {
 	w2, err := h.Watch(key, "", nil)
 	require.NoError(t, err)
 	defer w2.Close()
-	w2.Sent(watch.Hash(answer("x", "s1", "s2", "s3")), base+100)
+	w2.Sent(watch.Hash(answer("x", "s1", "s2", "s3")), watch.Version{Fleet: 100})
 	deliver(answer("r6", "old"), 50)
 	snap, err = w2.Next()
 	require.NoError(t, err)
@@ -121,23 +119,22 @@ func TestCallerErrorsEndWatchesTransientOnesOnlyAfterTheBound(t *testing.T) {
 	w, err := h.Watch(key, "", nil)
 	require.NoError(t, err)
 	defer w.Close()
-	now := time.Now().UnixNano()
-	h.Deliver(key, nil, status.Error(codes.Unavailable, "down"), now)
+	h.Deliver(key, nil, status.Error(codes.Unavailable, "down"))
 	_, err = w.Next()
 	require.NoError(t, err, "a transient failure within the bound ends nothing")
-	h.Deliver(key, nil, status.Error(codes.Unavailable, "still down"), now+int64(time.Millisecond))
+	h.Deliver(key, nil, status.Error(codes.Unavailable, "still down"))
 	require.NoError(t, func() error { _, err := w.Next(); return err }())
 
 	later := time.Now().Add(100 * time.Millisecond)
 	require.Eventually(t, func() bool { return time.Now().After(later) }, time.Second, 5*time.Millisecond)
-	h.Deliver(key, nil, status.Error(codes.Unavailable, "down for too long"), time.Now().UnixNano())
+	h.Deliver(key, nil, status.Error(codes.Unavailable, "down for too long"))
 	_, err = w.Next()
 	assert.Equal(t, codes.Unavailable, status.Code(err))
 
 	w2, err := h.Watch(watch.Key{4}, "", nil)
 	require.NoError(t, err)
 	defer w2.Close()
-	h.Deliver(watch.Key{4}, nil, status.Error(codes.NotFound, "no such user"), time.Now().UnixNano())
+	h.Deliver(watch.Key{4}, nil, status.Error(codes.NotFound, "no such user"))
 	_, err = w2.Next()
 	assert.Equal(t, codes.NotFound, status.Code(err))
 }
@@ -176,7 +173,7 @@ func TestAWakeUpPollsTheUserAtOnce(t *testing.T) {
 	w, err := h.Watch(watch.Key{8}, "user-8", fetch)
 	require.NoError(t, err)
 	defer w.Close()
-	w.Sent(watch.Hash(answer("r0", "s1")), 1)
+	w.Sent(watch.Hash(answer("r0", "s1")), w.Stamp(t.Context()))
 	h.Notify(context.Background(), "someone-else")
 	h.Notify(context.Background(), "user-8")
 	select {
@@ -200,4 +197,64 @@ func TestWatchesPastTheCapAreRefused(t *testing.T) {
 	}
 	_, err := h.Watch(watch.Key{10}, "", nil)
 	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+}
+
+// Two replicas polled one user (a lease handed over while the first one's fetch was slow,
+// or Redis flapping): their answers arrive in any order, and a watch never steps back
+// to an older one than it sent, however the replicas' clocks disagree.
+func TestAWatchNeverStepsBackToAnOlderSnapshot(t *testing.T) {
+	h := newHub(t, watch.Config{PollInterval: time.Hour})
+	key := watch.Key{11}
+	w, err := h.Watch(key, "", nil)
+	require.NoError(t, err)
+	defer w.Close()
+	w.Sent(watch.Hash(answer("initial", "s1")), watch.Version{Fleet: 10})
+	deliver := func(requestID string, version watch.Version, sessions ...string) {
+		r := answer(requestID, sessions...)
+		h.Deliver(key, &watch.Snapshot{Response: r, Hash: watch.Hash(r), Version: version}, nil)
+	}
+	next := func() string {
+		t.Helper()
+		snap, err := w.Next()
+		require.NoError(t, err)
+		if snap == nil {
+			return ""
+		}
+		return snap.Response.GetRequestId()
+	}
+
+	// Replica B's poll started after replica A's, and answers first.
+	deliver("B", watch.Version{Fleet: 12}, "s1", "s2")
+	assert.Equal(t, "B", next())
+	deliver("A, late", watch.Version{Fleet: 11}, "s1")
+	assert.Empty(t, next(), "the older answer is not sent after the newer")
+
+	// Both before the reader reads: the newer stays pending whatever comes after it.
+	deliver("D", watch.Version{Fleet: 14}, "s1", "s2", "s3")
+	deliver("C, late", watch.Version{Fleet: 13}, "s1")
+	assert.Equal(t, "D", next())
+
+	// A replica without Redis polls on its own: after what the fleet sent, before what
+	// the fleet sends once Redis is back.
+	deliver("local", watch.Version{Fleet: 14, Local: 1}, "s1", "s2", "s3", "s4")
+	assert.Equal(t, "local", next())
+	deliver("fleet again", watch.Version{Fleet: 15}, "s1", "s2", "s3", "s4", "s5")
+	assert.Equal(t, "fleet again", next())
+	deliver("local, late", watch.Version{Fleet: 14, Local: 2}, "s1")
+	assert.Empty(t, next())
+}
+
+// A snapshot older than the watch's first message, pending when it is sent, is dropped.
+func TestASnapshotOlderThanTheFirstMessageIsDropped(t *testing.T) {
+	h := newHub(t, watch.Config{PollInterval: time.Hour})
+	key := watch.Key{12}
+	w, err := h.Watch(key, "", nil)
+	require.NoError(t, err)
+	defer w.Close()
+	older := answer("older", "s0")
+	h.Deliver(key, &watch.Snapshot{Response: older, Hash: watch.Hash(older), Version: watch.Version{Fleet: 5}}, nil)
+	w.Sent(watch.Hash(answer("first", "s1")), watch.Version{Fleet: 6})
+	snap, err := w.Next()
+	require.NoError(t, err)
+	assert.Nil(t, snap)
 }

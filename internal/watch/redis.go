@@ -22,26 +22,57 @@ import (
 
 // Redis names. Users appear in them only as Keys: SHA-256 hashes of their tokens (and
 // keys), never the tokens.
+//
+// v2: results carry a Version, and a lease comes with a stamp. A replica of before and
+// one of after do not understand each other's results, so they share no lease either:
+// during a rolling update each generation polls for itself (twice the polls, for as long
+// as the update lasts) rather than one leading watches the other cannot hear of.
 const (
 	wakeChannel   = "creditsessions:watch:wake"
-	resultChannel = "creditsessions:watch:result"
-	leasePrefix   = "creditsessions:watch:lease:"
+	resultChannel = "creditsessions:watch:v2:result"
+	leasePrefix   = "creditsessions:watch:v2:lease:"
+	stampPrefix   = "creditsessions:watch:v2:stamp:"
 )
 
+// stampTTL is how long a user's stamp counter outlives its last use. Its expiry (or
+// Redis restarting empty) costs nothing: see stampLua.
+const stampTTL = time.Hour
+
+// stampLua sets the local stamp to the next number of the counter KEYS[2], kept for
+// ARGV[3] ms: one more than the last, and never less than Redis's clock in microseconds,
+// so that a counter lost (expired, Redis restarted without its data) starts again above
+// every number it handed out, unless Redis's clock went back or it handed out more than
+// a million a second.
+const stampLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local stamp = redis.call('INCR', KEYS[2])
+if stamp < now then
+  stamp = now
+  redis.call('SET', KEYS[2], string.format('%d', stamp))
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+`
+
 // lead takes the lease on KEYS[1] for ARGV[1] (this replica) for ARGV[2] ms when nobody
-// holds it (SET NX PX), renews it when this replica does, and reports 1 when this
-// replica holds it afterwards. In a script, so that checking and renewing are one step.
+// holds it (SET NX PX), renews it when this replica does, and, when this replica holds
+// it afterwards, returns a stamp (see stampLua); 0 when another does. In a script, so
+// that checking, renewing and stamping are one step.
 var lead = redis.NewScript(`
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if holder then
+elseif holder then
   return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-return 1`)
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+end` + stampLua + `
+return stamp`)
+
+// stamp returns a stamp for KEYS[2] (KEYS[1] is unused, so that the keys line up with
+// lead's).
+var stamp = redis.NewScript(stampLua + `
+return stamp`)
 
 // release deletes KEYS[1] only while ARGV[1] (this replica) holds it.
 var release = redis.NewScript(`
@@ -120,6 +151,10 @@ func (f *RedisFleet) Attach(hub *Hub) {
 	go f.receive()
 }
 
+// Client is the fleet's Redis client, for other state the replicas share (the webhook
+// replay cache). It is closed by Close.
+func (f *RedisFleet) Client() *redis.Client { return f.client }
+
 // Up reports whether Redis answered the last operation.
 func (f *RedisFleet) Up() bool { return f.up.Load() }
 
@@ -143,23 +178,40 @@ func (f *RedisFleet) Close() error {
 }
 
 func leaseKey(key Key) string { return leasePrefix + hex.EncodeToString(key[:]) }
+func stampKey(key Key) string { return stampPrefix + hex.EncodeToString(key[:]) }
 
 // Lead implements Fleet.
-func (f *RedisFleet) Lead(ctx context.Context, key Key, ttl time.Duration) bool {
+func (f *RedisFleet) Lead(ctx context.Context, key Key, ttl time.Duration) (bool, uint64) {
 	if !f.up.Load() {
 		// Known down: poll here without waiting on Redis; the receiving loop finds out
 		// when it is back (it pings Redis every second).
-		return true
+		return true, 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	held, err := lead.Run(ctx, f.client, []string{leaseKey(key)}, f.id, ttl.Milliseconds()).Int()
+	got, err := lead.Run(ctx, f.client, []string{leaseKey(key), stampKey(key)}, f.id, ttl.Milliseconds(), stampTTL.Milliseconds()).Uint64()
 	if err != nil {
 		f.setUp(false)
-		return true // nobody can tell: poll here rather than not at all
+		return true, 0 // nobody can tell: poll here rather than not at all
 	}
 	f.setUp(true)
-	return held == 1
+	return got != 0, got
+}
+
+// Stamp implements Fleet.
+func (f *RedisFleet) Stamp(ctx context.Context, key Key) uint64 {
+	if !f.up.Load() {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	got, err := stamp.Run(ctx, f.client, []string{leaseKey(key), stampKey(key)}, f.id, 0, stampTTL.Milliseconds()).Uint64()
+	if err != nil {
+		f.setUp(false)
+		return 0
+	}
+	f.setUp(true)
+	return got
 }
 
 // Release implements Fleet.
@@ -182,9 +234,10 @@ func (f *RedisFleet) PublishWake(user Key) {
 }
 
 // A result message: this replica's id (16 bytes), the user's Key (32), the reason (1),
-// when the fetch started (8, Unix nanoseconds, big-endian), whether it failed (1), then
-// the answer (CreditSessionsGetResponse) or the failure (google.rpc.Status) in protobuf.
-const resultHeader = 16 + 32 + 1 + 8 + 1
+// the fetch's Version (8 + 8, Fleet then Local, big-endian; zero for a failure), whether
+// it failed (1), then the answer (CreditSessionsGetResponse) or the failure
+// (google.rpc.Status) in protobuf.
+const resultHeader = 16 + 32 + 1 + 16 + 1
 
 // PublishResult implements Fleet.
 func (f *RedisFleet) PublishResult(key Key, snap *Snapshot, err error) {
@@ -192,16 +245,15 @@ func (f *RedisFleet) PublishResult(key Key, snap *Snapshot, err error) {
 	copy(msg, f.self[:])
 	copy(msg[16:], key[:])
 	var body proto.Message
-	started := time.Now().UnixNano()
 	if err != nil {
-		msg[57] = 1
+		msg[65] = 1
 		body = status.Convert(err).Proto()
 	} else {
 		msg[48] = byte(snap.Reason)
-		started = snap.Started
+		binary.BigEndian.PutUint64(msg[49:57], snap.Version.Fleet)
+		binary.BigEndian.PutUint64(msg[57:65], snap.Version.Local)
 		body = snap.Response
 	}
-	binary.BigEndian.PutUint64(msg[49:57], uint64(started))
 	data, merr := proto.MarshalOptions{}.MarshalAppend(msg, body)
 	if merr != nil {
 		return
@@ -288,14 +340,14 @@ func (f *RedisFleet) handle(channel string, msg []byte) {
 		if !hub.has(key) {
 			return // nobody watches that user here: skip decoding
 		}
-		started := int64(binary.BigEndian.Uint64(msg[49:57]))
+		version := Version{Fleet: binary.BigEndian.Uint64(msg[49:57]), Local: binary.BigEndian.Uint64(msg[57:65])}
 		body := msg[resultHeader:]
-		if msg[57] == 1 {
+		if msg[65] == 1 {
 			st := &spb.Status{}
 			if err := proto.Unmarshal(body, st); err != nil {
 				return
 			}
-			hub.Deliver(key, nil, status.FromProto(st).Err(), started)
+			hub.Deliver(key, nil, status.FromProto(st).Err())
 			return
 		}
 		resp := &creditv1.CreditSessionsGetResponse{}
@@ -303,6 +355,6 @@ func (f *RedisFleet) handle(channel string, msg []byte) {
 			return
 		}
 		reason := creditv1.WatchCreditSessionsReason(msg[48])
-		hub.Deliver(key, &Snapshot{Response: resp, Hash: Hash(resp), Reason: reason, Started: started}, nil, started)
+		hub.Deliver(key, &Snapshot{Response: resp, Hash: Hash(resp), Reason: reason, Version: version}, nil)
 	}
 }

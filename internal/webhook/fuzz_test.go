@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,10 +34,17 @@ func fuzzKey() *ecdsa.PrivateKey {
 	return key
 }
 
-// staticKeys serves one key, as Plaid would, and knows no other kid.
-type staticKeys struct{ key *plaid.WebhookVerificationKey }
+// staticKeys serves one key, as Plaid would, and knows no other kid. fetches, if set,
+// counts the requests.
+type staticKeys struct {
+	key     *plaid.WebhookVerificationKey
+	fetches *int
+}
 
 func (s staticKeys) WebhookVerificationKeyGet(_ context.Context, kid string) (*plaid.WebhookVerificationKey, error) {
+	if s.fetches != nil {
+		*s.fetches++
+	}
 	if kid != s.key.Kid {
 		return nil, &plaid.Error{HTTPStatus: 400, ErrorType: "INVALID_INPUT", ErrorCode: "INVALID_WEBHOOK_VERIFICATION_KEY_ID"}
 	}
@@ -56,16 +64,37 @@ func jwkOf(kid string, key *ecdsa.PrivateKey) *plaid.WebhookVerificationKey {
 	}
 }
 
+// canonicalJWS reports whether token is three segments of canonical base64url (no
+// padding, no line breaks, unused bits zero) with a 64-byte signature: what a token must
+// be before the handler may spend a key fetch on it, or accept it.
+func canonicalJWS(token string) bool {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for i, p := range parts {
+		b, err := base64.RawURLEncoding.DecodeString(p)
+		if err != nil || base64.RawURLEncoding.EncodeToString(b) != p || (i == 2 && len(b) != 64) {
+			return false
+		}
+	}
+	return true
+}
+
 // FuzzHandler sends the handler any body and Plaid-Verification header. Whatever they
 // are, it answers with one of its statuses, never panics, and notifies only for a
-// webhook it accepted with 200.
+// webhook it accepted with 200. Plaid is asked for a key, and a webhook accepted, only
+// for a canonically spelled token (the seeds re-spell a valid one: other unused bits,
+// padding, a line break), so a re-spelled webhook is never new; and junk kids with a
+// signature that cannot verify (zero) or a kid no sender of Plaid's would use cost no
+// fetch.
 func FuzzHandler(f *testing.F) {
 	key := jwkOf(fuzzKID, fuzzKey())
 	f.Add([]byte(`{"webhook_type":"INCOME","webhook_code":"BANK_INCOME_COMPLETE","user_id":"u","result":"SUCCESS","environment":"sandbox"}`), "")
 	f.Fuzz(func(t *testing.T, body []byte, token string) {
-		notified := 0
+		notified, fetches := 0, 0
 		h, err := webhook.NewHandler(webhook.Options{
-			Keys:          staticKeys{key},
+			Keys:          staticKeys{key, &fetches},
 			Notifier:      webhook.NotifierFunc(func(context.Context, string) { notified++ }),
 			Now:           func() time.Time { return time.Unix(fuzzIAT+10, 0) },
 			MaxBodyBytes:  4096,
@@ -85,6 +114,9 @@ func FuzzHandler(f *testing.F) {
 		}
 		if notified > 1 || (notified == 1 && rec.Code != http.StatusOK) {
 			t.Fatalf("notified %d times, answered %d", notified, rec.Code)
+		}
+		if (fetches > 0 || notified > 0) && !canonicalJWS(token) {
+			t.Fatalf("a token not canonically spelled cost %d fetches and %d notifications", fetches, notified)
 		}
 	})
 }

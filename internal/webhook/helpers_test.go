@@ -52,14 +52,28 @@ func newEnv(t *testing.T, change func(*webhook.Options)) *env {
 	})
 	require.NoError(t, err)
 
-	e := &env{
-		emu: srv.Emulator, emuURL: srv.URL, plaid: client,
-		notified: make(chan string, 100),
-		registry: prometheus.NewRegistry(),
-		logs:     &syncBuffer{},
-	}
+	e := &env{emu: srv.Emulator, emuURL: srv.URL, plaid: client}
+	e.serve(t, change)
+	return e
+}
+
+// replica is another Handler, as on another replica: the same emulator (Plaid), its own
+// caches, metrics and notifications.
+func (e *env) replica(t *testing.T, change func(*webhook.Options)) *env {
+	t.Helper()
+	r := &env{emu: e.emu, emuURL: e.emuURL, plaid: e.plaid}
+	r.serve(t, change)
+	return r
+}
+
+// serve starts e's Handler on a real listener.
+func (e *env) serve(t *testing.T, change func(*webhook.Options)) {
+	t.Helper()
+	e.notified = make(chan string, 100)
+	e.registry = prometheus.NewRegistry()
+	e.logs = &syncBuffer{}
 	opts := webhook.Options{
-		Keys: client,
+		Keys: e.plaid,
 		Notifier: webhook.NotifierFunc(func(ctx context.Context, userID string) {
 			select {
 			case e.notified <- userID:
@@ -82,7 +96,6 @@ func newEnv(t *testing.T, change func(*webhook.Options)) *env {
 	e.url = ts.URL + webhook.Path
 	e.http = ts.Client()
 	e.http.Timeout = 30 * time.Second
-	return e
 }
 
 // post sends body with the Plaid-Verification header token ("" sends none) and returns
@@ -100,6 +113,21 @@ func (e *env) post(t *testing.T, body []byte, token string) int {
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
+}
+
+// gauge is the value of the unlabelled counter or gauge name, as the registry exports it.
+func (e *env) gauge(t *testing.T, name string) float64 {
+	t.Helper()
+	families, err := e.registry.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			m := f.GetMetric()[0]
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no %s", name)
+	return 0
 }
 
 // count is creditsessions_webhooks_total{result}, as the registry exports it.

@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
-	"golang.org/x/time/rate"
 
 	"github.com/creditsessions/creditsessions/internal/plaid"
 )
@@ -52,32 +52,25 @@ type keyEntry struct {
 
 // keyCache holds Plaid's verification keys by kid, and asks Plaid for a kid it has no
 // current answer for: once at a time per kid, and, for kids it has never seen valid, no
-// more often than its limiter allows.
+// more often than its budget allows the sender.
 type keyCache struct {
 	fetcher KeyFetcher
 	now     func() time.Time
 	logger  *slog.Logger
 	ttl     time.Duration
-	limiter *rate.Limiter
+	budget  *fetchBudget
 	flights singleflight.Group
 
 	mu      sync.Mutex
 	entries map[string]keyEntry
 }
 
-func newKeyCache(f KeyFetcher, now func() time.Time, logger *slog.Logger, ttl, every time.Duration, burst int) *keyCache {
+func newKeyCache(f KeyFetcher, now func() time.Time, logger *slog.Logger, ttl time.Duration, budget *fetchBudget) *keyCache {
 	if ttl <= 0 {
 		ttl = defaultKeyTTL
 	}
-	if every <= 0 {
-		every = defaultKeyFetchEvery
-	}
-	if burst <= 0 {
-		burst = defaultKeyFetchBurst
-	}
 	return &keyCache{
-		fetcher: f, now: now, logger: logger, ttl: ttl,
-		limiter: rate.NewLimiter(rate.Every(every), burst),
+		fetcher: f, now: now, logger: logger, ttl: ttl, budget: budget,
 		entries: make(map[string]keyEntry),
 	}
 }
@@ -89,8 +82,9 @@ type keyAnswer struct {
 	err    error
 }
 
-// get returns the valid key named kid, or the result that says why there is none.
-func (c *keyCache) get(ctx context.Context, kid string) (*ecdsa.PublicKey, string, error) {
+// get returns the valid key named kid, or the result that says why there is none. A
+// fetch it causes is charged to from, the sender.
+func (c *keyCache) get(ctx context.Context, kid string, from netip.Prefix) (*ecdsa.PublicKey, string, error) {
 	c.mu.Lock()
 	e, ok := c.entries[kid]
 	c.mu.Unlock()
@@ -98,7 +92,7 @@ func (c *keyCache) get(ctx context.Context, kid string) (*ecdsa.PublicKey, strin
 		a := e.answer()
 		return a.key, a.result, a.err
 	}
-	ch := c.flights.DoChan(kid, func() (any, error) { return c.fetch(kid), nil })
+	ch := c.flights.DoChan(kid, func() (any, error) { return c.fetch(kid, from), nil })
 	select {
 	case r := <-ch:
 		a := r.Val.(keyAnswer)
@@ -120,7 +114,7 @@ func (e keyEntry) answer() keyAnswer {
 }
 
 // fetch asks Plaid for kid and records the answer. One runs at a time per kid.
-func (c *keyCache) fetch(kid string) keyAnswer {
+func (c *keyCache) fetch(kid string, from netip.Prefix) keyAnswer {
 	now := c.now()
 	c.mu.Lock()
 	old, known := c.entries[kid]
@@ -129,9 +123,10 @@ func (c *keyCache) fetch(kid string) keyAnswer {
 		return old.answer()
 	}
 	wasValid := known && old.state == keyValid
-	// A kid never seen valid may be anyone's invention: those fetches share a budget.
-	// Re-checking a key Plaid gave us is bounded by the few keys Plaid has.
-	if !wasValid && !c.limiter.AllowN(now, 1) {
+	// A kid never seen valid may be anyone's invention: those fetches are charged to
+	// their sender (see fetchBudget). Re-checking a key Plaid gave us is bounded by the
+	// few keys Plaid has.
+	if !wasValid && !c.budget.allow(from, now) {
 		return keyAnswer{result: ResultKeyFetchLimited, err: errors.New("fetches of unknown kids are rate-limited")}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)

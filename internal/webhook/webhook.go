@@ -11,19 +11,13 @@ package webhook
 
 import (
 	"context"
-	"crypto/elliptic"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
-	"strings"
+	"net/netip"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -97,11 +91,24 @@ type Options struct {
 	// KeyTTL is how long a valid key is used before Plaid is asked again whether it has
 	// expired; 0 means one hour.
 	KeyTTL time.Duration
-	// KeyFetchEvery and KeyFetchBurst bound how often a kid the cache has no answer for
-	// may make the Handler ask Plaid, whatever the kid: a sender of random kids can not
-	// make it call Plaid more than that. 0 means every 10 s, with a burst of 5.
+	// KeyFetchEvery and KeyFetchBurst bound how often kids the cache has no answer for
+	// may make the Handler ask Plaid: strangers together get that much, and senders
+	// whose webhooks verified (Plaid) get as much again of their own, which strangers
+	// cannot spend. 0 means every 10 s, with a burst of 5.
 	KeyFetchEvery time.Duration
 	KeyFetchBurst int
+	// SourceKeyFetchEvery and SourceKeyFetchBurst bound the fetches one sender (an
+	// address; an IPv6 /64) may cause, so that one sender of junk spends its own
+	// allowance and not everyone's. 0 means every minute, with a burst of 2.
+	SourceKeyFetchEvery time.Duration
+	SourceKeyFetchBurst int
+	// TrustedProxies are the proxies in front of the listener (an ingress) whose
+	// X-Forwarded-For names the sender. Without them, behind a proxy every webhook
+	// comes from the proxy, and the per-sender allowances are one.
+	TrustedProxies []netip.Prefix
+	// SharedReplays, if set, is asked too whether a verified webhook is new, so that a
+	// webhook accepted by one replica is a replay on the others (see RedisReplays).
+	SharedReplays ReplayStore
 	// ReplayCacheSize bounds the verified webhooks remembered to refuse replays; when
 	// that many arrived within MaxAge, new ones are refused (503, for Plaid to retry)
 	// rather than let replays through. 0 means 65536.
@@ -151,13 +158,17 @@ var relevant = map[string]bool{
 
 // Handler serves POST /webhooks/plaid. It is safe for concurrent use.
 type Handler struct {
-	notifier Notifier
-	logger   *slog.Logger
-	now      func() time.Time
-	maxBody  int64
-	keys     *keyCache
-	replays  *replayCache
-	results  *prometheus.CounterVec
+	notifier       Notifier
+	logger         *slog.Logger
+	now            func() time.Time
+	maxBody        int64
+	trustedProxies []netip.Prefix
+	budget         *fetchBudget
+	keys           *keyCache
+	replays        *replayCache
+	shared         ReplayStore
+	results        *prometheus.CounterVec
+	sharedFailures prometheus.Counter
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -170,7 +181,8 @@ func NewHandler(opts Options) (*Handler, error) {
 	if opts.Notifier == nil {
 		return nil, errors.New("webhook: Options.Notifier is required")
 	}
-	h := &Handler{notifier: opts.Notifier, logger: opts.Logger, now: opts.Now, maxBody: opts.MaxBodyBytes}
+	h := &Handler{notifier: opts.Notifier, logger: opts.Logger, now: opts.Now, maxBody: opts.MaxBodyBytes,
+		trustedProxies: opts.TrustedProxies, shared: opts.SharedReplays}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
 	}
@@ -180,27 +192,44 @@ func NewHandler(opts Options) (*Handler, error) {
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBodyBytes
 	}
-	h.keys = newKeyCache(opts.Keys, h.now, h.logger, opts.KeyTTL, opts.KeyFetchEvery, opts.KeyFetchBurst)
+	h.budget = newFetchBudget(opts.KeyFetchEvery, opts.KeyFetchBurst, opts.SourceKeyFetchEvery, opts.SourceKeyFetchBurst)
+	h.keys = newKeyCache(opts.Keys, h.now, h.logger, opts.KeyTTL, h.budget)
 	h.replays = newReplayCache(opts.ReplayCacheSize)
-	results := prometheus.NewCounterVec(prometheus.CounterOpts{
+	results, err := register(opts.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "creditsessions_webhooks_total",
 		Help: "Plaid webhooks received, by result: accepted, ignored, replayed, or the check that failed.",
-	}, []string{"result"})
-	if opts.Metrics != nil {
-		if err := opts.Metrics.Register(results); err != nil {
-			are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err)
-			existing, same := are.ExistingCollector.(*prometheus.CounterVec)
-			if !ok || !same {
-				return nil, fmt.Errorf("webhook: registering metrics: %w", err)
-			}
-			results = existing // a second Handler on the same registry counts into the first's
-		}
+	}, []string{"result"}))
+	if err != nil {
+		return nil, err
 	}
 	for _, r := range Results {
 		results.WithLabelValues(r)
 	}
 	h.results = results
+	if h.sharedFailures, err = register(opts.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "creditsessions_webhook_replay_store_failures_total",
+		Help: "Verified webhooks whose replay check could not reach the fleet's store (Redis): this replica's memory alone decided.",
+	})); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// register registers c with r, if any; a second Handler on the same registry counts
+// into the first one's collector.
+func register[C prometheus.Collector](r prometheus.Registerer, c C) (C, error) {
+	if r == nil {
+		return c, nil
+	}
+	if err := r.Register(c); err != nil {
+		are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err)
+		existing, same := are.ExistingCollector.(C)
+		if !ok || !same {
+			return c, fmt.Errorf("webhook: registering metrics: %w", err)
+		}
+		return existing, nil
+	}
+	return c, nil
 }
 
 // ServeHTTP answers POST /webhooks/plaid: 200 for a verified webhook (accepted, ignored
@@ -227,13 +256,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Header.Get is case-insensitive: over HTTP/2 the name arrives in lower case.
-	token := r.Header.Get("Plaid-Verification")
-	signed, kid, result, err := h.verify(r.Context(), token, body)
+	from := sourceOf(r, h.trustedProxies)
+	signed, result, err := h.verify(r.Context(), r.Header.Get("Plaid-Verification"), body, from)
+	kid := signed.kid
 	if result != "" {
 		h.refuse(w, r, http.StatusUnauthorized, result, kid, err)
 		return
 	}
-	switch h.replays.add(signed.replayKey, signed.iat.Add(MaxAge+time.Second), h.now()) {
+	h.budget.trust(from, h.now())
+	switch h.seen(r.Context(), signed.replayKey(), signed.claims.iat().Add(MaxAge+time.Second)) {
 	case replaySeen:
 		h.answer(w, r, ResultReplayed, kid)
 		return
@@ -265,118 +296,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.answer(w, r, ResultAccepted, kid, append(attrs, slog.String("user_id", clip(hook.UserID)))...)
 }
 
-// signedWebhook is what verify learned from a valid Plaid-Verification header.
-type signedWebhook struct {
-	replayKey [32]byte // what the replay cache remembers: see replayKeyOf
-	iat       time.Time
-}
-
-// replayKeyOf is the SHA-256 of a verified token's signed input and its signature, with
-// the signature's s in its low form: an ECDSA signature (r, s) has a twin (r, n-s) that
-// verifies too, so keyed by the signature as sent, a replay could pass as new. Plaid
-// signing the same body again (a retry, with a new signature) is a new delivery.
-func replayKeyOf(parts []string) ([32]byte, error) {
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil || len(sig) != 64 {
-		return [32]byte{}, errors.New("signature is not 64 bytes of base64url")
-	}
-	n := elliptic.P256().Params().N
-	s := new(big.Int).SetBytes(sig[32:])
-	if twin := new(big.Int).Sub(n, s); twin.Cmp(s) < 0 {
-		twin.FillBytes(sig[32:])
-	}
-	h := sha256.New()
-	h.Write([]byte(parts[0]))
-	h.Write([]byte{'.'})
-	h.Write([]byte(parts[1]))
-	h.Write([]byte{'.'})
-	h.Write(sig)
-	var key [32]byte
-	h.Sum(key[:0])
-	return key, nil
-}
-
-// verify checks token against body, and returns the webhook's signed input and iat, or
-// the result naming the check that failed, with the cause to log.
-func (h *Handler) verify(ctx context.Context, token string, body []byte) (signed signedWebhook, kid, result string, err error) {
-	if token == "" {
-		return signed, "", ResultMissingSignature, nil
-	}
-	if len(token) > maxTokenBytes {
-		return signed, "", ResultMalformedSignature, fmt.Errorf("a %d-byte header", len(token))
-	}
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return signed, "", ResultMalformedSignature, errors.New("not a compact JWS")
-	}
-	// The header is read before the library parses the token only to say which check
-	// failed; the library is then held to ES256 as well.
-	var header struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-	}
-	rawHeader, err := base64.RawURLEncoding.DecodeString(parts[0])
-	if err != nil {
-		return signed, "", ResultMalformedSignature, fmt.Errorf("header: %w", err)
-	}
-	if err := json.Unmarshal(rawHeader, &header); err != nil {
-		return signed, "", ResultMalformedSignature, fmt.Errorf("header: %w", err)
-	}
-	if header.Alg != string(jose.ES256) {
-		return signed, "", ResultBadAlg, fmt.Errorf("alg %q", clip(header.Alg))
-	}
-	if header.Kid == "" {
-		return signed, "", ResultMissingKID, nil
-	}
-	if len(header.Kid) > maxKeyIDBytes {
-		return signed, "", ResultMalformedSignature, fmt.Errorf("a %d-byte kid", len(header.Kid))
-	}
-	kid = header.Kid
-	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
-	if err != nil {
-		return signed, kid, ResultMalformedSignature, err
-	}
-	if len(parsed.Headers) != 1 || parsed.Headers[0].KeyID != kid || parsed.Headers[0].Algorithm != string(jose.ES256) {
-		return signed, kid, ResultMalformedSignature, errors.New("the library reads another header")
-	}
-
-	key, result, err := h.keys.get(ctx, kid)
+// verify checks raw against body and returns the token, or the result naming the check
+// that failed, with the cause to log. Everything that needs no key is checked before a
+// key is looked up; a key not cached is fetched at from's expense.
+func (h *Handler) verify(ctx context.Context, raw string, body []byte, from netip.Prefix) (t token, result string, err error) {
+	t, result, err = parseToken(raw, body, h.now())
 	if result != "" {
-		return signed, kid, result, err
+		return t, result, err
 	}
-	var claims struct {
-		IssuedAt *jwt.NumericDate `json:"iat"`
-		BodySHA  *string          `json:"request_body_sha256"`
-	}
-	if err := parsed.Claims(key, &claims); err != nil {
-		if errors.Is(err, jose.ErrCryptoFailure) {
-			return signed, kid, ResultBadSignature, err
-		}
-		return signed, kid, ResultBadClaims, err
-	}
-	if claims.IssuedAt == nil || claims.BodySHA == nil {
-		return signed, kid, ResultBadClaims, errors.New("iat or request_body_sha256 missing")
-	}
-	iat, now := claims.IssuedAt.Time(), h.now()
-	switch {
-	case now.Sub(iat) > MaxAge:
-		return signed, kid, ResultIATTooOld, fmt.Errorf("issued %s ago", now.Sub(iat).Round(time.Second))
-	case iat.Sub(now) > MaxClockSkew:
-		return signed, kid, ResultIATInFuture, fmt.Errorf("issued %s from now", iat.Sub(now).Round(time.Second))
-	}
-	claimed, err := hex.DecodeString(*claims.BodySHA)
-	if err != nil || len(claimed) != sha256.Size {
-		return signed, kid, ResultBadClaims, errors.New("request_body_sha256 is not a hex SHA-256")
-	}
-	sum := sha256.Sum256(body)
-	if subtle.ConstantTimeCompare(claimed, sum[:]) != 1 {
-		return signed, kid, ResultBodyMismatch, nil
-	}
-	replayKey, err := replayKeyOf(parts)
+	parsed, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
-		return signed, kid, ResultMalformedSignature, err
+		return t, ResultMalformedSignature, err
 	}
-	return signedWebhook{replayKey: replayKey, iat: iat}, kid, "", nil
+	if len(parsed.Headers) != 1 || parsed.Headers[0].KeyID != t.kid || parsed.Headers[0].Algorithm != string(jose.ES256) {
+		return t, ResultMalformedSignature, errors.New("the library reads another header")
+	}
+	key, result, err := h.keys.get(ctx, t.kid, from)
+	if result != "" {
+		return t, result, err
+	}
+	var verified claims
+	if err := parsed.Claims(key, &verified); err != nil {
+		if errors.Is(err, jose.ErrCryptoFailure) {
+			return t, ResultBadSignature, err
+		}
+		return t, ResultBadClaims, err
+	}
+	// The claims checked before were the token's word; these are Plaid's. They are the
+	// same bytes, but the time has moved on, and the check costs nothing.
+	if result, err := verified.check(body, h.now()); result != "" {
+		return t, result, err
+	}
+	t.claims = verified
+	return t, "", nil
 }
 
 // refuse answers a webhook that failed a check. The answer names no check: the log and

@@ -1,0 +1,167 @@
+package watch_test
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/watch"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// redisServer is a real redis-server on a free loopback port, for one test.
+type redisServer struct {
+	t    *testing.T
+	bin  string
+	port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startRedis(t *testing.T) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server is not installed (apt-get install redis-server): the fleet tests need a real Redis")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	r := &redisServer{t: t, bin: bin, port: ln.Addr().(*net.TCPAddr).Port}
+	require.NoError(t, ln.Close())
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(r.port),
+		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning")
+	require.NoError(r.t, r.cmd.Start())
+	r.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(r.cmd, r.done)
+	c := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
+	defer c.Close()
+	require.Eventually(r.t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		return c.Ping(ctx).Err() == nil
+	}, 10*time.Second, 10*time.Millisecond, "redis-server did not come up on %s", r.addr())
+}
+
+// stop kills redis-server, as a crash would: its data is gone.
+func (r *redisServer) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	<-r.done
+	r.cmd = nil
+}
+
+// replica is a hub with a RedisFleet, as one replica has.
+func replica(t *testing.T, addr string, cfg watch.Config) (*watch.Hub, *watch.RedisFleet) {
+	t.Helper()
+	f, err := watch.NewRedisFleet(addr, "", nil)
+	require.NoError(t, err)
+	cfg.Fleet = f
+	h := watch.New(cfg)
+	f.Attach(h)
+	t.Cleanup(func() { h.Close(); _ = f.Close() })
+	return h, f
+}
+
+// Two pollers of one user: replica A's fetch started first and answers last, after the
+// lease passed to replica B, whose newer answer the watch on B has sent. A's answer
+// reaches B through Redis, and the watch does not step back to it.
+func TestTwoPollersDeliveringOutOfOrderThroughRedis(t *testing.T) {
+	r := startRedis(t)
+	key, marker := watch.Key{21}, watch.Key{22}
+	b, _ := replica(t, r.addr(), watch.Config{PollInterval: time.Hour})
+	_, a := replica(t, r.addr(), watch.Config{PollInterval: time.Hour})
+	require.Eventually(t, func() bool { return a.Up() }, 10*time.Second, 10*time.Millisecond)
+
+	// The watch on B starts and sends its first message.
+	w, err := b.Watch(key, "user-21", func(context.Context) (*creditv1.CreditSessionsGetResponse, error) {
+		return answer("B", "s1", "s2"), nil
+	})
+	require.NoError(t, err)
+	defer w.Close()
+	w.Sent(watch.Hash(answer("initial", "s1")), w.Stamp(t.Context()))
+	m, err := b.Watch(marker, "", nil)
+	require.NoError(t, err)
+	defer m.Close()
+
+	// Replica A's poll starts (driven by hand, so that the test decides when its answer
+	// arrives): it takes the lease, and a stamp. Then its lease is handed over, and a
+	// webhook makes B poll.
+	aLead, aStamp := a.Lead(t.Context(), key, time.Hour)
+	require.True(t, aLead)
+	require.NotZero(t, aStamp)
+	a.Release(key)
+	b.Wake(watch.UserKey("user-21"))
+	select {
+	case <-w.C():
+	case <-time.After(10 * time.Second):
+		t.Fatal("B's poll never reached the watch")
+	}
+	snap, err := w.Next()
+	require.NoError(t, err)
+	require.NotNil(t, snap)
+	require.Equal(t, "B", snap.Response.GetRequestId())
+
+	// A's late answer, then, from A too, something for another user watched on B: once
+	// that arrives, B has handled A's late answer (Redis delivers one publisher's
+	// messages in order).
+	old := answer("A, late", "s1")
+	a.PublishResult(key, &watch.Snapshot{Response: old, Hash: watch.Hash(old), Version: watch.Version{Fleet: aStamp}}, nil)
+	mark := answer("marker", "m1")
+	a.PublishResult(marker, &watch.Snapshot{Response: mark, Hash: watch.Hash(mark), Version: watch.Version{Fleet: aStamp}}, nil)
+	select {
+	case <-m.C():
+	case <-time.After(10 * time.Second):
+		t.Fatal("A's messages never reached B")
+	}
+	snap, err = w.Next()
+	require.NoError(t, err)
+	assert.Nil(t, snap, "the watch stepped back to A's older answer")
+}
+
+// Stamps from two replicas are one sequence, and stay above every earlier one after
+// Redis restarts without its data.
+func TestStampsIncreaseAcrossReplicasAndRedisRestarts(t *testing.T) {
+	r := startRedis(t)
+	_, a := replica(t, r.addr(), watch.Config{PollInterval: time.Hour})
+	_, b := replica(t, r.addr(), watch.Config{PollInterval: time.Hour})
+	key := watch.Key{23}
+	up := func() {
+		require.Eventually(t, func() bool { return a.Up() && b.Up() }, 10*time.Second, 10*time.Millisecond)
+	}
+	up()
+	var last uint64
+	for i := range 10 {
+		f := a
+		if i%2 == 1 {
+			f = b
+		}
+		s := f.Stamp(t.Context(), key)
+		require.Greater(t, s, last)
+		last = s
+	}
+	r.stop()
+	require.Eventually(t, func() bool { return !a.Up() && !b.Up() }, 10*time.Second, 10*time.Millisecond)
+	assert.Zero(t, a.Stamp(t.Context(), key), "no stamp while Redis is down: the hub stamps locally")
+	r.start()
+	up()
+	s := b.Stamp(t.Context(), key)
+	assert.Greater(t, s, last, "a counter lost with Redis's data starts above its old numbers")
+}
