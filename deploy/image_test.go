@@ -84,6 +84,15 @@ func TestDockerfileShipsAStaticBinaryAsANonRootUser(t *testing.T) {
 	require.NotNil(t, goImage, "the build stage is an official golang image with a version: %s", stages[0].From)
 	assert.True(t, strings.HasPrefix(string(goLine[1]), goImage[1]), "go.mod says go %s, the image builds with %s", goLine[1], goImage[1])
 
+	// Every base image pinned: a full version (a rebuild gets the same toolchain and
+	// the same libraries, not whatever latest or 1.26 means that day) or a digest.
+	pinned := regexp.MustCompile(`(:[^:/@]*\d+\.\d+\.\d+[^:/@]*|@sha256:[0-9a-f]{64})$`)
+	for _, st := range stages {
+		if st.From != "scratch" {
+			assert.Regexp(t, pinned, st.From, "FROM %s: pinned by version or digest, not latest", st.From)
+		}
+	}
+
 	// The final stage: nothing but what the service needs.
 	assert.Contains(t, []string{"scratch", "gcr.io/distroless/static", "gcr.io/distroless/static-debian12:nonroot"}, img.Final.From)
 	buildName := stages[0].Name

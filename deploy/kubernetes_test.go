@@ -19,6 +19,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -36,6 +37,9 @@ type manifests struct {
 	PDBs            []*policyv1.PodDisruptionBudget
 	HPAs            []*autoscalingv2.HorizontalPodAutoscaler
 	NetworkPolicies []*networkingv1.NetworkPolicy
+	// Certificates are cert-manager's, whose Go types are not a dependency: decoded as
+	// unstructured, their fields checked by path.
+	Certificates []*unstructured.Unstructured
 }
 
 // render runs kustomize on dir, as kubectl apply -k would, and decodes every object
@@ -79,6 +83,11 @@ func render(t *testing.T, dir string) manifests {
 		case "networking.k8s.io/v1/NetworkPolicy":
 			o := &networkingv1.NetworkPolicy{}
 			typed, m.NetworkPolicies = o, append(m.NetworkPolicies, o)
+		case "cert-manager.io/v1/Certificate":
+			o := &unstructured.Unstructured{}
+			require.NoError(t, yaml.Unmarshal(data, &o.Object))
+			m.Certificates = append(m.Certificates, o)
+			continue
 		default:
 			t.Fatalf("%s: %s %s is not a kind this test decodes; add it", dir, apiVersion, kind)
 		}
@@ -88,7 +97,15 @@ func render(t *testing.T, dir string) manifests {
 }
 
 // listenPorts pairs each listen flag with the name of the container port it serves.
-var listenPorts = map[string]string{"grpc-addr": "grpc", "http-addr": "http", "admin-addr": "admin"}
+var listenPorts = map[string]string{"grpc-addr": "grpc", "http-addr": "http", "admin-addr": "admin", "webhook-addr": "webhooks"}
+
+// optInListeners are the listen flags an opt-in Component adds: the image's EXPOSE does
+// not list their ports, since its default CMD does not listen on them.
+var optInListeners = map[string]bool{"webhook-addr": true}
+
+// The directories rendered: the base, the example overlay, and the example with every
+// opt-in Component (webhooks, Redis, cert-manager).
+var kustomizations = []string{"kubernetes/base", "kubernetes/overlays/example", "kubernetes/overlays/full"}
 
 func TestKubernetesManifests(t *testing.T) {
 	bin := serviceBinary(t)
@@ -104,7 +121,7 @@ func TestKubernetesManifests(t *testing.T) {
 		exposed = append(exposed, strings.Fields(in.Args)...)
 	}
 
-	for _, dir := range []string{"kubernetes/base", "kubernetes/overlays/example"} {
+	for _, dir := range kustomizations {
 		t.Run(dir, func(t *testing.T) {
 			m := render(t, dir)
 			require.Len(t, m.Deployments, 1)
@@ -124,9 +141,9 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 			matches("the Deployment", d.Spec.Selector)
 
-			// Replicas and the rollout.
-			require.NotNil(t, d.Spec.Replicas)
-			assert.Equal(t, int32(3), *d.Spec.Replicas)
+			// Replicas and the rollout: the autoscaler owns the count, so the Deployment
+			// names none (an apply would reset the count to it).
+			assert.Nil(t, d.Spec.Replicas, "the HorizontalPodAutoscaler owns the replica count")
 			require.NotNil(t, d.Spec.Strategy.RollingUpdate)
 			assert.Equal(t, intstr.FromInt32(0), *d.Spec.Strategy.RollingUpdate.MaxUnavailable, "no capacity lost in a rollout")
 
@@ -173,17 +190,46 @@ func TestKubernetesManifests(t *testing.T) {
 				args[name] = value
 			}
 			assert.Empty(t, c.Command, "the image's ENTRYPOINT runs")
+			for _, e := range c.Env {
+				assert.True(t, bytes.Contains(binary, []byte(e.Name)), "the Deployment sets %s, which the binary does not read", e.Name)
+			}
+
+			// The image: a released version or a digest, never latest.
+			if _, digest, ok := strings.Cut(c.Image, "@"); ok {
+				assert.True(t, strings.HasPrefix(digest, "sha256:"), "image %s: a sha256 digest", c.Image)
+			} else {
+				slash, colon := strings.LastIndex(c.Image, "/"), strings.LastIndex(c.Image, ":")
+				require.Greater(t, colon, slash, "image %s names a version (no tag means latest)", c.Image)
+				assert.NotEqual(t, "latest", c.Image[colon+1:], "image %s", c.Image)
+			}
 
 			// Ports: the listen flags, the container's ports, the image's EXPOSE.
 			containerPorts := map[string]int32{}
-			var portNumbers []string
 			for _, p := range c.Ports {
 				containerPorts[p.Name] = p.ContainerPort
-				portNumbers = append(portNumbers, strconv.Itoa(int(p.ContainerPort)))
 			}
-			assert.ElementsMatch(t, exposed, portNumbers, "the container's ports are the image's EXPOSE")
+			var exposedByDefault []string
+			for flag, portName := range listenPorts {
+				if optInListeners[flag] {
+					continue
+				}
+				exposedByDefault = append(exposedByDefault, strconv.Itoa(int(containerPorts[portName])))
+			}
+			assert.ElementsMatch(t, exposed, exposedByDefault, "the container's ports are the image's EXPOSE, and those of opt-in listeners")
+			for name := range containerPorts {
+				served := false
+				for flag, portName := range listenPorts {
+					_, set := args[flag]
+					served = served || (set && portName == name)
+				}
+				assert.True(t, served, "container port %q: no listen flag serves it", name)
+			}
 			for flag, portName := range listenPorts {
 				value, ok := args[flag]
+				if !ok && optInListeners[flag] {
+					assert.NotContains(t, containerPorts, portName, "a %s port without -%s", portName, flag)
+					continue
+				}
 				require.True(t, ok, "-%s is set", flag)
 				host, port, ok := strings.Cut(value, ":")
 				require.True(t, ok)
@@ -303,32 +349,47 @@ func TestKubernetesManifests(t *testing.T) {
 			hpa := m.HPAs[0]
 			assert.Equal(t, autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name}, hpa.Spec.ScaleTargetRef)
 			require.NotNil(t, hpa.Spec.MinReplicas)
-			assert.Equal(t, *d.Spec.Replicas, *hpa.Spec.MinReplicas)
+			assert.GreaterOrEqual(t, *hpa.Spec.MinReplicas, int32(2), "more than one replica at all times")
 			assert.Greater(t, hpa.Spec.MaxReplicas, *hpa.Spec.MinReplicas)
 
-			// Network: in on the service ports only; out to DNS and 443 only.
-			require.Len(t, m.NetworkPolicies, 1)
-			np := m.NetworkPolicies[0]
-			matches("the NetworkPolicy", &np.Spec.PodSelector)
-			assert.ElementsMatch(t, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}, np.Spec.PolicyTypes)
-			for _, rule := range np.Spec.Ingress {
-				require.NotEmpty(t, rule.Ports, "an ingress rule without ports opens every port")
-				for _, p := range rule.Ports {
-					_, ok := resolve(*p.Port)
-					assert.True(t, ok, "ingress on %v, not a port the container listens on", p.Port)
-				}
+			// Network: who may reach which port, and where the pods may go.
+			checkNetworkPolicies(t, m, podInfo{namespace: d.Namespace, labels: podLabels}, args, resolve)
+
+			// Opt-in listeners have a Service.
+			if _, ok := args["webhook-addr"]; ok {
+				svc := m.Services["creditsessions-webhooks"]
+				require.NotNil(t, svc, "-webhook-addr has a Service for the ingress")
+				matches("Service "+svc.Name, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector})
+				require.Len(t, svc.Spec.Ports, 1)
+				n, ok := resolve(svc.Spec.Ports[0].TargetPort)
+				assert.True(t, ok)
+				assert.Equal(t, containerPorts["webhooks"], n)
 			}
-			allowedOut := map[string]bool{"53/UDP": true, "53/TCP": true, "443/TCP": true}
-			var out []string
-			for _, rule := range np.Spec.Egress {
-				require.NotEmpty(t, rule.Ports, "an egress rule without ports allows every port")
-				for _, p := range rule.Ports {
-					key := p.Port.String() + "/" + string(*p.Protocol)
-					assert.True(t, allowedOut[key], "egress to %s", key)
-					out = append(out, key)
-				}
+
+			// Every namespaced object in the Deployment's namespace: an object of a
+			// Component an overlay lists lands in the overlay's namespace, not default.
+			namespaced := []metav1.Object{}
+			for _, o := range m.Services {
+				namespaced = append(namespaced, o)
 			}
-			assert.ElementsMatch(t, []string{"53/UDP", "53/TCP", "443/TCP"}, out)
+			for _, o := range m.NetworkPolicies {
+				namespaced = append(namespaced, o)
+			}
+			for _, o := range m.Certificates {
+				namespaced = append(namespaced, o)
+			}
+			for _, o := range m.ConfigMaps {
+				namespaced = append(namespaced, o)
+			}
+			namespaced = append(namespaced, m.PDBs[0], hpa, sa)
+			for _, o := range namespaced {
+				assert.Equal(t, d.Namespace, o.GetNamespace(), "%s: in the Deployment's namespace", o.GetName())
+			}
+
+			// The server certificate, where cert-manager issues it.
+			for _, cert := range m.Certificates {
+				checkCertificate(t, cert, mounts, args, m.Services)
+			}
 
 			// The authorization policy parses as gRFC A43 policy.
 			authzVolume := mounts[path.Dir(args["authz-policy"])]

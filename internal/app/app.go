@@ -322,8 +322,10 @@ func New(cfg Config) (_ *App, err error) {
 	a.metrics.ObserveWatch(a.hub)
 	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)))
 	serverOptions = append(serverOptions, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}))
+	var handshakes *auth.HandshakeLog
 	if security.TLS != nil {
-		serverOptions = append(serverOptions, grpc.Creds(credentials.NewTLS(security.TLS.Config("h2"))))
+		handshakes = auth.NewHandshakeLog(a.logger)
+		serverOptions = append(serverOptions, grpc.Creds(handshakes.GRPC(credentials.NewTLS(security.TLS.Config("h2")))))
 	}
 	if cfg.Tracing != nil {
 		serverOptions = append(serverOptions, grpc.StatsHandler(otelgrpc.NewServerHandler(
@@ -354,6 +356,9 @@ func New(cfg Config) (_ *App, err error) {
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 	}
 	a.http = restServer(rest, a.logger, cfg.HeaderTimeout)
+	if handshakes != nil {
+		a.http.ErrorLog = handshakes.HTTPErrorLog("rest", a.logger)
+	}
 	if cfg.WebhookAddr != "" {
 		if !upstream.completeCredentials() {
 			return nil, errors.New("-webhook-addr: verifying Plaid's webhooks needs the service's own Plaid keys (PLAID_CLIENT_ID, PLAID_SECRET or their _FILE variables)")
