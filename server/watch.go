@@ -48,10 +48,12 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	// Polls run on the hub's schedule, outside any one call: they carry no caller's
 	// context (deadline, metadata, trace), only the request they repeat.
 	poll := func(ctx context.Context) (*creditv1.CreditSessionsGetResponse, error) {
+		started := time.Now()
 		resp, err := s.upstream.CreditSessionsGet(ctx, call)
 		if err != nil {
 			return nil, upstreamStatus(ctx, err, s.callerKeys)
 		}
+		s.remember(call, req.GetUserId(), resp, started)
 		return resp, nil
 	}
 	// Registered before the first fetch, so that a change found meanwhile is not missed.
@@ -72,6 +74,7 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 		}
 		return err
 	}
+	s.remember(call, req.GetUserId(), first, time.Unix(0, started))
 	// Plaid's request id is in every message; it is not sent as header metadata too,
 	// which a watch would hold for its whole life. The log line keeps a copy: as a
 	// substring of the decoded answer, it would keep all of the answer's strings alive.

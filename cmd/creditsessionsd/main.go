@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/creditsessions/creditsessions/internal/app"
+	"github.com/creditsessions/creditsessions/internal/cache"
 	"github.com/creditsessions/creditsessions/internal/auth"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/observe"
@@ -84,6 +85,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.DurationVar(&watchCfg.MaxDuration, "watch-max-duration", 30*time.Minute, "watches end (with OK: reconnect) after at most this long")
 	webhookAddr := fs.String("webhook-addr", "", "listen `address` for Plaid's webhooks (POST /webhooks/plaid only; signature-verified, so it may face beyond loopback); empty: off, watches rely on polling")
 	redisAddr := fs.String("redis-addr", "", "Redis `address` (host:port or redis:// URL) shared by the replicas: one poll per user for the fleet, webhooks reach every replica; empty: each replica on its own")
+	var cacheCfg app.CacheConfig
+	fs.DurationVar(&cacheCfg.MaxAge, "cache-max-age", 0, "the oldest cached answer a caller may accept with Cache-Control: max-age (also the entries' time to live); 0: no cache, every call asks Plaid")
+	fs.Int64Var(&cacheCfg.MaxBytes, "cache-max-bytes", cache.DefaultMaxBytes, "bound on the memory of one replica's cached answers (with -answer-memory, at most half of GOMEMLIMIT)")
+	fs.StringVar(&cacheCfg.KeyFile, "cache-key-file", "", "`file` of the AES-256 keys sealing cache entries in Redis (one a line, base64 or hex; the first seals, all open); required with -redis-addr and -cache-max-age; re-read when it changes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,6 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RedisAddr:        *redisAddr,
 		RedisPassword:    getenv("REDIS_PASSWORD"),
 		WebhookAddr:      *webhookAddr,
+		Cache:            cacheCfg,
 	})
 	if err != nil {
 		return err

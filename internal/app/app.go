@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/creditsessions/creditsessions/internal/auth"
+	"github.com/creditsessions/creditsessions/internal/cache"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/membudget"
 	"github.com/creditsessions/creditsessions/internal/mirror"
@@ -92,6 +93,8 @@ type Config struct {
 	// RedisAddr. It faces Plaid, not internal callers: each webhook is authenticated by
 	// Plaid's signature, so it may listen beyond loopback.
 	WebhookAddr string
+	// Cache turns on and bounds the cache of Plaid's answers; its zero value is off.
+	Cache CacheConfig
 }
 
 // DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
@@ -191,6 +194,7 @@ type App struct {
 	emulator     *emulator.Server
 	hub          *watch.Hub
 	fleet        *watch.RedisFleet
+	cache        *cache.Cache
 	shuttingDown atomic.Bool
 }
 
@@ -291,6 +295,9 @@ func New(cfg Config) (_ *App, err error) {
 		a.fleet.Attach(a.hub)
 	}
 	svc.EnableWatch(a.hub)
+	if err := a.startCache(svc, upstream, credentialSource, answerMemory, securityMetrics); err != nil {
+		return nil, err
+	}
 	a.metrics.ObserveWatch(a.hub)
 	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)))
 	serverOptions = append(serverOptions, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}))
@@ -328,7 +335,7 @@ func New(cfg Config) (_ *App, err error) {
 			return nil, errors.New("-webhook-addr: verifying Plaid's webhooks needs the service's own Plaid keys (PLAID_CLIENT_ID, PLAID_SECRET or their _FILE variables)")
 		}
 		hooks, err := webhook.NewHandler(webhook.Options{
-			Keys: client, Notifier: a.hub, Logger: a.logger, Metrics: a.metrics.Registry,
+			Keys: client, Notifier: a.webhookNotifier(), Logger: a.logger, Metrics: a.metrics.Registry,
 		})
 		if err != nil {
 			return nil, err
@@ -532,6 +539,9 @@ func (a *App) close() {
 	}
 	if a.hub != nil {
 		a.hub.Close() // releases this replica's poll leases
+	}
+	if a.cache != nil {
+		a.cache.Close() // before the fleet, whose Redis client it uses
 	}
 	if a.fleet != nil {
 		_ = a.fleet.Close()

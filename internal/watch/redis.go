@@ -120,6 +120,9 @@ func (f *RedisFleet) Attach(hub *Hub) {
 	go f.receive()
 }
 
+// Client is the fleet's Redis client, for other users of the same Redis (the cache).
+func (f *RedisFleet) Client() *redis.Client { return f.client }
+
 // Up reports whether Redis answered the last operation.
 func (f *RedisFleet) Up() bool { return f.up.Load() }
 
