@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/creditsessions/creditsessions/internal/app"
-	"github.com/creditsessions/creditsessions/internal/cache"
 	"github.com/creditsessions/creditsessions/internal/auth"
+	"github.com/creditsessions/creditsessions/internal/cache"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/observe"
 	"github.com/creditsessions/creditsessions/internal/plaid"
