@@ -151,3 +151,26 @@ func TestBatchChargesTheQuotaPerToken(t *testing.T) {
 	_, err = s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example"})
 	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
 }
+
+func TestBatchIsAuthorizedAsItsOwnMethod(t *testing.T) {
+	p := newPKI(t)
+	s := start(t, secureConfig(p, false))
+	grpcAddr, rest := s.app.GRPCAddr().String(), "https://"+s.app.HTTPAddr().String()
+	batch := &creditv1.BatchGetCreditSessionsRequest{UserTokens: []string{"user-sandbox-example"}}
+	body := strings.NewReader(`{"user_tokens":["user-sandbox-example"]}`)
+
+	// The underwriters' rule names CreditSessionsGet only: the batch is not theirs.
+	underwriter, _ := p.grpcClient(t, grpcAddr, &p.underwriter)
+	_, err := underwriter.BatchGetCreditSessions(context.Background(), batch)
+	assert.Equal(t, codes.PermissionDenied, status.Code(err))
+	resp, err := p.httpClient(t, &p.underwriter).Post(rest+"/credit/sessions/batch_get", "application/json", body)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+	// The operators' rule names the whole service.
+	operator, _ := p.grpcClient(t, grpcAddr, &p.operator)
+	got, err := operator.BatchGetCreditSessions(context.Background(), batch)
+	require.NoError(t, err)
+	assert.Len(t, got.GetResults(), 1)
+}
