@@ -166,3 +166,41 @@ func TestCacheNeverServesAnswersFetchedWithOtherKeys(t *testing.T) {
 		})
 	}
 }
+
+func TestCacheRefreshedByWatchesAndEvictedByWebhooks(t *testing.T) {
+	s := start(t, app.Config{WebhookAddr: "127.0.0.1:0", Cache: app.CacheConfig{MaxAge: time.Minute}})
+	emu := s.app.Emulator()
+	const token = "user-sandbox-example#watched"
+	userID := emu.UserID(token)
+
+	// A plain get with the user's user_id fills the cache.
+	first := getGRPC(t, s, token, "cache-control", "max-age=60", "plaid-user-id", userID)
+	require.NoError(t, first.err)
+	require.Equal(t, 2, first.sessions)
+
+	// A watch's snapshots refresh it: its first fetch is the newest answer.
+	w := watchGRPC(t, s, &creditv1.WatchCreditSessionsRequest{UserToken: token, UserId: &userID})
+	require.Equal(t, "INITIAL", w.next(t).reason)
+	calls := emu.Calls()
+	refreshed := getGRPC(t, s, token, "cache-control", "max-age=60")
+	require.NoError(t, refreshed.err)
+	assert.NotEmpty(t, refreshed.age)
+	assert.NotEqual(t, first.requestID, refreshed.requestID, "the watch's answer")
+	assert.Equal(t, calls, emu.Calls())
+
+	// A webhook evicts the user's entry, and the watch's fetch on it puts the new
+	// sessions in the cache: the next max-age read has them without asking Plaid.
+	_, err := emu.AddSession(token)
+	require.NoError(t, err)
+	url := "http://" + s.app.WebhookAddr().String() + "/webhooks/plaid"
+	require.NoError(t, emu.FireWebhook(context.Background(), url, token, "INCOME", "BANK_INCOME_COMPLETE"))
+	ev := w.next(t)
+	require.Equal(t, "WEBHOOK", ev.reason)
+	calls = emu.Calls()
+	after := getGRPC(t, s, token, "cache-control", "max-age=60")
+	require.NoError(t, after.err)
+	assert.Equal(t, 3, after.sessions)
+	assert.NotEmpty(t, after.age)
+	assert.Equal(t, calls, emu.Calls())
+	assert.Equal(t, 1.0, s.scrape(t)["creditsessions_cache_evictions_total"]["cause=webhook"])
+}
