@@ -50,10 +50,10 @@ func TestBatchAnswersEachTokenInOrder(t *testing.T) {
 	// cache-control applies to every token: answered from the cache, with their ages.
 	calls = emu.Calls()
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "cache-control", "max-age=60")
-	again, err := s.grpc.BatchGetCreditSessions(ctx, &creditv1.BatchGetCreditSessionsRequest{UserTokens: tokens[:2]})
+	_, err = s.grpc.BatchGetCreditSessions(ctx, &creditv1.BatchGetCreditSessionsRequest{UserTokens: tokens[:2]})
 	require.NoError(t, err)
 	assert.Equal(t, calls+2, emu.Calls(), "nothing was cached by a call that did not ask for it")
-	again, err = s.grpc.BatchGetCreditSessions(ctx, &creditv1.BatchGetCreditSessionsRequest{UserTokens: tokens[:2]})
+	again, err := s.grpc.BatchGetCreditSessions(ctx, &creditv1.BatchGetCreditSessionsRequest{UserTokens: tokens[:2]})
 	require.NoError(t, err)
 	assert.Equal(t, calls+2, emu.Calls(), "both from the cache")
 	for _, res := range again.GetResults() {
