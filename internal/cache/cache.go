@@ -160,7 +160,10 @@ func (c *Cache) Get(ctx context.Context, key Key, maxAge time.Duration) (Entry, 
 		return e, true
 	}
 	if c.remote != nil {
-		if it, ok := c.remote.get(ctx, key); ok && now.Sub(it.entry.Fetched) <= maxAge {
+		// An entry fetched before its user's last eviction here is not served: a
+		// replica storing it just then, or anyone putting an old value back, would
+		// otherwise undo the webhook.
+		if it, ok := c.remote.get(ctx, key); ok && now.Sub(it.entry.Fetched) <= maxAge && !c.evictedSince(it) {
 			c.store(it)
 			c.metrics.hits.WithLabelValues("redis").Inc()
 			return it.entry, true
@@ -203,6 +206,16 @@ func (c *Cache) Put(ctx context.Context, key Key, userID string, resp *creditv1.
 	if c.remote != nil {
 		c.remote.put(ctx, it)
 	}
+}
+
+func (c *Cache) evictedSince(it *item) bool {
+	if !it.known {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.evicted[it.user]
+	return ok && !it.entry.Fetched.After(at)
 }
 
 // store keeps it in memory unless it is too large, older than what is there, or
