@@ -15,7 +15,9 @@
 package client
 
 import (
+	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
@@ -138,4 +140,49 @@ func RequestID(header, trailer metadata.MD) string {
 		}
 	}
 	return ""
+}
+
+// Metadata keys of the service's cache.
+const (
+	// CacheControlKey is the request metadata that lets the service answer from its
+	// cache (see MaxAge).
+	CacheControlKey = "cache-control"
+	// AgeKey is the response header metadata of an answer from the cache: its age in
+	// whole seconds.
+	AgeKey = "age"
+	// UserIDKey is the request metadata naming the user's Plaid user_id, so that
+	// Plaid's webhooks about the user evict the answer from the cache.
+	UserIDKey = "plaid-user-id"
+)
+
+// MaxAge returns ctx with `cache-control: max-age=N` (N the whole seconds of d): calls
+// made with it accept an answer up to d old from the service's cache, when the
+// service's -cache-max-age allows that much. A zero d asks Plaid and refreshes the cache
+// (`no-cache`). It applies to each token of a BatchGetCreditSessions.
+func MaxAge(ctx context.Context, d time.Duration) context.Context {
+	if d <= 0 {
+		return metadata.AppendToOutgoingContext(ctx, CacheControlKey, "no-cache")
+	}
+	return metadata.AppendToOutgoingContext(ctx, CacheControlKey, "max-age="+strconv.FormatInt(int64(d/time.Second), 10))
+}
+
+// WithUserID returns ctx naming the call's user by Plaid's user_id (which Plaid's
+// /user/create returns with the user token), so that a webhook about the user evicts
+// what the call puts in the cache. Without it, a cached answer lives until its max-age.
+func WithUserID(ctx context.Context, userID string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, UserIDKey, userID)
+}
+
+// Age reads the age of an answer from the cache out of a call's response header
+// metadata (grpc.Header), and reports false for an answer fetched from Plaid by the call.
+func Age(header metadata.MD) (time.Duration, bool) {
+	v := header.Get(AgeKey)
+	if len(v) == 0 {
+		return 0, false
+	}
+	secs, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || secs < 0 {
+		return 0, false
+	}
+	return time.Duration(secs) * time.Second, true
 }

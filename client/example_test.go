@@ -25,6 +25,7 @@ import (
 func startService() (target string, stop func()) {
 	a, err := app.New(app.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Cache:  app.CacheConfig{MaxAge: time.Minute},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -121,4 +122,58 @@ func ExampleRequestID() {
 	// failure: NotFound
 	// id in the trailer: true
 	// and found either way: true
+}
+
+// Reading the same users again: a bounded staleness lets the service answer from its
+// cache, without a Plaid round trip, and say how old the answer is.
+func ExampleMaxAge() {
+	target, stop := startService()
+	defer stop()
+	c, err := client.Dial(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	ctx := client.MaxAge(context.Background(), 30*time.Second)
+	for range 2 {
+		var header metadata.MD
+		if _, err := c.CreditSessionsGet(ctx, &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example"}, grpc.Header(&header)); err != nil {
+			log.Fatal(err)
+		}
+		_, cached := client.Age(header)
+		fmt.Println("from the cache:", cached)
+	}
+	// Output:
+	// from the cache: false
+	// from the cache: true
+}
+
+// A back-office job reads many users in one call; each result is the user's sessions
+// or the error a single call would have got.
+func ExampleClient_batch() {
+	target, stop := startService()
+	defer stop()
+	c, err := client.Dial(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	resp, err := c.BatchGetCreditSessions(context.Background(), &creditv1.BatchGetCreditSessionsRequest{
+		UserTokens: []string{"user-sandbox-sessions-2", "user-sandbox-fault-garbage"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i, r := range resp.GetResults() {
+		if r.GetError() != nil {
+			fmt.Println(i, status.FromProto(r.GetError()).Code())
+			continue
+		}
+		fmt.Println(i, len(r.GetResponse().GetSessions()), "sessions")
+	}
+	// Output:
+	// 0 2 sessions
+	// 1 Unavailable
 }

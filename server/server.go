@@ -12,6 +12,7 @@ import (
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/audit"
+	"github.com/creditsessions/creditsessions/internal/cache"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/watch"
 
@@ -56,6 +57,9 @@ type Service struct {
 	upstream   Upstream
 	callerKeys bool
 	watch      *watch.Hub
+
+	cache        *cache.Cache
+	serviceScope func() string
 }
 
 var _ creditv1.CreditServiceServer = (*Service)(nil)
@@ -79,6 +83,11 @@ func (s *Service) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSes
 	call, err := s.plaidRequest(ctx, req.GetUserToken(), req.GetClientId(), req.GetSecret())
 	if err != nil {
 		return nil, err
+	}
+	if s.cache != nil {
+		if cr := cacheRequestOf(ctx); cr.uses() {
+			return s.cachedGet(ctx, call, cr)
+		}
 	}
 	return s.fetch(ctx, call)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"strings"
+	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/audit"
@@ -48,10 +49,12 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	// Polls run on the hub's schedule, outside any one call: they carry no caller's
 	// context (deadline, metadata, trace), only the request they repeat.
 	poll := func(ctx context.Context) (*creditv1.CreditSessionsGetResponse, error) {
+		started := time.Now()
 		resp, err := s.upstream.CreditSessionsGet(ctx, call)
 		if err != nil {
 			return nil, upstreamStatus(ctx, err, s.callerKeys)
 		}
+		s.remember(call, req.GetUserId(), resp, started)
 		return resp, nil
 	}
 	// Registered before the first fetch, so that a change found meanwhile is not missed.
@@ -62,6 +65,7 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	defer w.Close()
 
 	version := w.Stamp(ctx)
+	started := time.Now()
 	first, err := s.upstream.CreditSessionsGet(ctx, call)
 	ci := callInfoFrom(ctx)
 	if err != nil {
@@ -75,6 +79,7 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 		}
 		return err
 	}
+	s.remember(call, req.GetUserId(), first, started)
 	// Plaid's request id is in every message; it is not sent as header metadata too,
 	// which a watch would hold for its whole life. The log line keeps a copy: as a
 	// substring of the decoded answer, it would keep all of the answer's strings alive.

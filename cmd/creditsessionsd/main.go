@@ -23,6 +23,7 @@ import (
 	"github.com/creditsessions/creditsessions/internal/app"
 	"github.com/creditsessions/creditsessions/internal/audit"
 	"github.com/creditsessions/creditsessions/internal/auth"
+	"github.com/creditsessions/creditsessions/internal/cache"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/observe"
 	"github.com/creditsessions/creditsessions/internal/plaid"
@@ -93,6 +94,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&auditOpts.Path, "audit-log", "", "data-access audit trail: a `file` (appended, fsync'd in batches, rotated by size, re-opened on SIGHUP) or stdout; empty: none (docs/audit.md)")
 	fs.BoolVar(&auditOpts.Required, "audit-required", true, "with -audit-log: refuse a call (Unavailable) whose audit record cannot be kept; false: serve it and count the loss in creditsessions_audit_records_lost_total")
 	fs.Int64Var(&auditOpts.MaxBytes, "audit-log-max-bytes", audit.DefaultMaxBytes, "rotate the -audit-log file once it holds this many bytes (-1: never)")
+	var cacheCfg app.CacheConfig
+	fs.DurationVar(&cacheCfg.MaxAge, "cache-max-age", 0, "the oldest cached answer a caller may accept with Cache-Control: max-age (also the entries' time to live); 0: no cache, every call asks Plaid")
+	fs.Int64Var(&cacheCfg.MaxBytes, "cache-max-bytes", cache.DefaultMaxBytes, "bound on the memory of one replica's cached answers (with -answer-memory, at most half of GOMEMLIMIT)")
+	fs.StringVar(&cacheCfg.KeyFile, "cache-key-file", "", "`file` of the AES-256 keys sealing cache entries in Redis (one a line, base64 or hex; the first seals, all open); required with -redis-addr and -cache-max-age; re-read when it changes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -140,6 +145,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 		WebhookTrustedProxies: webhookProxies,
 		Audit:                 auditOpts,
+		Cache:            cacheCfg,
 	})
 	if err != nil {
 		return err

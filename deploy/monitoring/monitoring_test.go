@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/creditsessions/creditsessions/internal/app"
 	"github.com/stretchr/testify/assert"
@@ -299,9 +300,12 @@ func TestComponentRendersOnItsOwn(t *testing.T) {
 // nothing listens, which the fleet survives by polling locally.
 func exportedFamilies(t *testing.T) []string {
 	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "cache-key")
+	require.NoError(t, os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)+"\n"), 0o600))
 	a, err := app.New(app.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		WebhookAddr: "127.0.0.1:0", RedisAddr: "127.0.0.1:1",
+		Cache:  app.CacheConfig{MaxAge: time.Minute, KeyFile: keyFile},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	require.NoError(t, err)

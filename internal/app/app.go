@@ -20,6 +20,7 @@ import (
 
 	"github.com/creditsessions/creditsessions/internal/audit"
 	"github.com/creditsessions/creditsessions/internal/auth"
+	"github.com/creditsessions/creditsessions/internal/cache"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/membudget"
 	"github.com/creditsessions/creditsessions/internal/mirror"
@@ -103,6 +104,8 @@ type Config struct {
 	// Audit is the data-access trail (docs/audit.md): where records go, and whether a
 	// call whose record cannot be kept is refused. A zero Path keeps none.
 	Audit audit.Options
+	// Cache turns on and bounds the cache of Plaid's answers; its zero value is off.
+	Cache CacheConfig
 }
 
 // DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
@@ -203,6 +206,7 @@ type App struct {
 	hub          *watch.Hub
 	fleet        *watch.RedisFleet
 	audit        *audit.Log
+	cache        *cache.Cache
 	shuttingDown atomic.Bool
 }
 
@@ -319,6 +323,9 @@ func New(cfg Config) (_ *App, err error) {
 		a.fleet.Attach(a.hub)
 	}
 	svc.EnableWatch(a.hub)
+	if err := a.startCache(svc, upstream, credentialSource, answerMemory, securityMetrics); err != nil {
+		return nil, err
+	}
 	a.metrics.ObserveWatch(a.hub)
 	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)))
 	serverOptions = append(serverOptions, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}))
@@ -364,7 +371,7 @@ func New(cfg Config) (_ *App, err error) {
 			return nil, errors.New("-webhook-addr: verifying Plaid's webhooks needs the service's own Plaid keys (PLAID_CLIENT_ID, PLAID_SECRET or their _FILE variables)")
 		}
 		hookOpts := webhook.Options{
-			Keys: client, Notifier: a.hub, Logger: a.logger, Metrics: a.metrics.Registry,
+			Keys: client, Notifier: a.webhookNotifier(), Logger: a.logger, Metrics: a.metrics.Registry,
 			TrustedProxies: cfg.WebhookTrustedProxies,
 		}
 		if a.fleet != nil {
@@ -606,6 +613,9 @@ func (a *App) close() {
 	}
 	if a.hub != nil {
 		a.hub.Close() // releases this replica's poll leases
+	}
+	if a.cache != nil {
+		a.cache.Close() // before the fleet, whose Redis client it uses
 	}
 	if a.fleet != nil {
 		_ = a.fleet.Close()

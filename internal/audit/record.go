@@ -140,8 +140,11 @@ func (n *Note) SetCache(hit bool, age time.Duration) {
 	if n == nil {
 		return
 	}
-	secs := age.Seconds()
-	n.cacheHit, n.cacheAgeSeconds = &hit, &secs
+	n.cacheHit = &hit
+	if hit {
+		secs := age.Seconds()
+		n.cacheAgeSeconds = &secs
+	}
 }
 
 // timeFormat is RFC 3339 with nanoseconds, fixed width so that records sort as text.

@@ -18,7 +18,7 @@ import (
 // Unary is the unary interceptor: authentication, authorization, quota, metrics.
 func (s *Security) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, label, transport, err := s.admit(ctx, info.FullMethod)
+		ctx, label, transport, err := s.admit(ctx, info.FullMethod, quotaCost(req))
 		var resp any
 		if err == nil {
 			resp, err = handler(ctx, req)
@@ -31,7 +31,7 @@ func (s *Security) Unary() grpc.UnaryServerInterceptor {
 // Stream is the stream interceptor, the same checks as Unary's.
 func (s *Security) Stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, label, transport, err := s.admit(ss.Context(), info.FullMethod)
+		ctx, label, transport, err := s.admit(ss.Context(), info.FullMethod, 1)
 		if err == nil {
 			err = handler(srv, &stream{ServerStream: ss, ctx: ctx})
 		}
@@ -53,13 +53,22 @@ func (s *Security) count(method, transport, label string, err error) {
 	}
 }
 
+// quotaCost is what a call costs against its caller's quota: one per user it reads, so
+// that a batch of a hundred users costs what a hundred calls would.
+func quotaCost(req any) int {
+	if b, ok := req.(interface{ GetUserTokens() []string }); ok {
+		return max(len(b.GetUserTokens()), 1)
+	}
+	return 1
+}
+
 // healthPrefix is the standard health service, always open to authenticated callers:
 // probes must not depend on a policy getting it right.
 const healthPrefix = "/grpc.health.v1.Health/"
 
 // admit runs the checks for a call to method, returning the context that carries the
 // caller and the caller's metric label.
-func (s *Security) admit(ctx context.Context, method string) (_ context.Context, label, transport string, _ error) {
+func (s *Security) admit(ctx context.Context, method string, cost int) (_ context.Context, label, transport string, _ error) {
 	transport = "grpc"
 	var state *tls.ConnectionState
 	var authorization string
@@ -133,7 +142,7 @@ func (s *Security) admit(ctx context.Context, method string) (_ context.Context,
 		case addr != nil:
 			key = "addr:" + hostOf(addr())
 		}
-		if ok, wait := s.quota.Take(key, s.now()); !ok {
+		if ok, wait := s.quota.TakeN(key, s.now(), cost); !ok {
 			if s.metrics != nil {
 				s.metrics.quotaRejections.WithLabelValues(label).Inc()
 			}

@@ -38,10 +38,17 @@ func NewQuota(perSecond float64, burst int) *Quota {
 // Take spends one call of caller's allowance. When there is none left it spends
 // nothing and returns how long until a call will be admitted.
 func (q *Quota) Take(caller string, now time.Time) (ok bool, wait time.Duration) {
+	return q.TakeN(caller, now, 1)
+}
+
+// TakeN spends n calls of caller's allowance at once (a batch), or nothing. A cost
+// above the burst can never be admitted: it is refused with the time a whole burst takes
+// to refill, and the caller must send smaller batches.
+func (q *Quota) TakeN(caller string, now time.Time, n int) (ok bool, wait time.Duration) {
 	l := q.limiter(caller, now)
-	r := l.ReserveN(now, 1)
+	r := l.ReserveN(now, n)
 	if !r.OK() {
-		return false, time.Second
+		return false, max(time.Second, time.Duration(float64(q.burst)/float64(q.limit)*float64(time.Second)))
 	}
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)

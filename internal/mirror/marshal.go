@@ -29,6 +29,8 @@ func (plaidMarshaler) Marshal(v any) ([]byte, error) {
 	switch m := v.(type) {
 	case *creditv1.CreditSessionsGetResponse:
 		return plaidjson.AppendResponse(make([]byte, 0, 512), m)
+	case *creditv1.BatchGetCreditSessionsResponse:
+		return appendBatch(make([]byte, 0, 4096), m)
 	case streamed:
 		return nil, nil // written already, by streamLargeAnswer
 	}

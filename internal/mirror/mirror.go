@@ -186,6 +186,10 @@ func incomingHeader(key string) (string, bool) {
 	switch http.CanonicalHeaderKey(key) {
 	case "Plaid-Client-Id", "Plaid-Secret":
 		return http.CanonicalHeaderKey(key), true
+	case "Cache-Control": // RFC 9111 request directives, for the service's cache
+		return server.CacheControlHeader, true
+	case "Plaid-User-Id":
+		return server.UserIDHeader, true
 	}
 	return runtime.DefaultHeaderMatcher(key)
 }
@@ -193,8 +197,11 @@ func incomingHeader(key string) (string, bool) {
 // outgoingHeader sends the service's response metadata back as plain headers for the
 // keys a Plaid client may read, and with grpc-gateway's Grpc-Metadata- prefix otherwise.
 func outgoingHeader(key string) (string, bool) {
-	if key == "plaid-request-id" {
+	switch key {
+	case "plaid-request-id":
 		return "Plaid-Request-Id", true
+	case server.AgeHeader:
+		return "Age", true
 	}
 	return runtime.MetadataHeaderPrefix + key, true
 }

@@ -41,6 +41,7 @@ func openAPIDocument() ([]byte, error) {
 		}
 	}
 	addPlaidErrors(doc, defs)
+	describeBatch(defs)
 	describeWatch(doc)
 	dropUnreferenced(doc, defs)
 	return json.MarshalIndent(doc, "", "  ")
@@ -172,4 +173,25 @@ func serveDocument(w http.ResponseWriter, doc []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
 	_, _ = w.Write(doc)
+}
+
+// describeBatch documents a batch result as the mirror writes it (see appendBatch):
+// the error in Plaid's shape with the HTTP status a single call would have had, and the
+// age as a JSON number.
+func describeBatch(defs map[string]any) {
+	def, _ := defs["v1BatchGetCreditSessionsResult"].(map[string]any)
+	props, _ := def["properties"].(map[string]any)
+	if props == nil {
+		return
+	}
+	props["error"] = map[string]any{
+		"description": "The error a CreditSessionsGet for the token would have answered, in Plaid's shape, " +
+			"with status, the HTTP status that call would have had.",
+		"allOf": []any{
+			map[string]any{"$ref": "#/definitions/PlaidError"},
+			map[string]any{"type": "object", "properties": map[string]any{"status": map[string]any{"type": "integer"}}},
+		},
+	}
+	props["age"] = map[string]any{"type": "integer",
+		"description": "For an answer served from the cache, how many seconds old it is; absent for an answer fetched from Plaid by this call."}
 }

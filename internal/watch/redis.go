@@ -152,7 +152,7 @@ func (f *RedisFleet) Attach(hub *Hub) {
 }
 
 // Client is the fleet's Redis client, for other state the replicas share (the webhook
-// replay cache). It is closed by Close.
+// replay cache, the answer cache). It is closed by Close.
 func (f *RedisFleet) Client() *redis.Client { return f.client }
 
 // Up reports whether Redis answered the last operation.

@@ -15,6 +15,7 @@ package creditv1
 
 import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -1156,11 +1157,221 @@ func (x *CreditSessionError) GetDisplayMessage() string {
 	return ""
 }
 
+// BatchGetCreditSessionsRequest names the users whose Link sessions are wanted.
+type BatchGetCreditSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_tokens identify the Plaid users, as in CreditSessionsGetRequest: between 1 and
+	// 100, none empty. Required.
+	UserTokens []string `protobuf:"bytes,1,rep,name=user_tokens,json=userTokens,proto3" json:"user_tokens,omitempty"`
+	// client_id is a Plaid API client id, used only when the service runs in pass-through
+	// mode, as in CreditSessionsGetRequest. It applies to every token.
+	ClientId *string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3,oneof" json:"client_id,omitempty"`
+	// secret is the Plaid API secret that goes with client_id. It is never logged.
+	Secret        *string `protobuf:"bytes,3,opt,name=secret,proto3,oneof" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetCreditSessionsRequest) Reset() {
+	*x = BatchGetCreditSessionsRequest{}
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetCreditSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetCreditSessionsRequest) ProtoMessage() {}
+
+func (x *BatchGetCreditSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetCreditSessionsRequest.ProtoReflect.Descriptor instead.
+func (*BatchGetCreditSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BatchGetCreditSessionsRequest) GetUserTokens() []string {
+	if x != nil {
+		return x.UserTokens
+	}
+	return nil
+}
+
+func (x *BatchGetCreditSessionsRequest) GetClientId() string {
+	if x != nil && x.ClientId != nil {
+		return *x.ClientId
+	}
+	return ""
+}
+
+func (x *BatchGetCreditSessionsRequest) GetSecret() string {
+	if x != nil && x.Secret != nil {
+		return *x.Secret
+	}
+	return ""
+}
+
+// BatchGetCreditSessionsResponse holds one result per token of the request.
+type BatchGetCreditSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results are in the order of the request's user_tokens, one for each.
+	Results       []*BatchGetCreditSessionsResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetCreditSessionsResponse) Reset() {
+	*x = BatchGetCreditSessionsResponse{}
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetCreditSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetCreditSessionsResponse) ProtoMessage() {}
+
+func (x *BatchGetCreditSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetCreditSessionsResponse.ProtoReflect.Descriptor instead.
+func (*BatchGetCreditSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *BatchGetCreditSessionsResponse) GetResults() []*BatchGetCreditSessionsResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BatchGetCreditSessionsResult is the outcome for one token of a batch.
+type BatchGetCreditSessionsResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// outcome is the user's sessions or why there are none.
+	//
+	// Types that are valid to be assigned to Outcome:
+	//
+	//	*BatchGetCreditSessionsResult_Response
+	//	*BatchGetCreditSessionsResult_Error
+	Outcome isBatchGetCreditSessionsResult_Outcome `protobuf_oneof:"outcome"`
+	// age is, for an answer served from the cache, how many seconds old it is; absent
+	// for an answer fetched from Plaid by this call.
+	Age           *int64 `protobuf:"varint,3,opt,name=age,proto3,oneof" json:"age,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetCreditSessionsResult) Reset() {
+	*x = BatchGetCreditSessionsResult{}
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetCreditSessionsResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetCreditSessionsResult) ProtoMessage() {}
+
+func (x *BatchGetCreditSessionsResult) ProtoReflect() protoreflect.Message {
+	mi := &file_plaid_credit_v1_credit_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetCreditSessionsResult.ProtoReflect.Descriptor instead.
+func (*BatchGetCreditSessionsResult) Descriptor() ([]byte, []int) {
+	return file_plaid_credit_v1_credit_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BatchGetCreditSessionsResult) GetOutcome() isBatchGetCreditSessionsResult_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *BatchGetCreditSessionsResult) GetResponse() *CreditSessionsGetResponse {
+	if x != nil {
+		if x, ok := x.Outcome.(*BatchGetCreditSessionsResult_Response); ok {
+			return x.Response
+		}
+	}
+	return nil
+}
+
+func (x *BatchGetCreditSessionsResult) GetError() *status.Status {
+	if x != nil {
+		if x, ok := x.Outcome.(*BatchGetCreditSessionsResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+func (x *BatchGetCreditSessionsResult) GetAge() int64 {
+	if x != nil && x.Age != nil {
+		return *x.Age
+	}
+	return 0
+}
+
+type isBatchGetCreditSessionsResult_Outcome interface {
+	isBatchGetCreditSessionsResult_Outcome()
+}
+
+type BatchGetCreditSessionsResult_Response struct {
+	// response is Plaid's answer for the token, as CreditSessionsGet returns it.
+	Response *CreditSessionsGetResponse `protobuf:"bytes,1,opt,name=response,proto3,oneof"`
+}
+
+type BatchGetCreditSessionsResult_Error struct {
+	// error is the status a CreditSessionsGet for the token would have ended with,
+	// details (Plaid's error) included.
+	Error *status.Status `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*BatchGetCreditSessionsResult_Response) isBatchGetCreditSessionsResult_Outcome() {}
+
+func (*BatchGetCreditSessionsResult_Error) isBatchGetCreditSessionsResult_Outcome() {}
+
 var File_plaid_credit_v1_credit_proto protoreflect.FileDescriptor
 
 const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"\n" +
-	"\x1cplaid/credit/v1/credit.proto\x12\x0fplaid.credit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n" +
+	"\x1cplaid/credit/v1/credit.proto\x12\x0fplaid.credit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc7\x01\n" +
 	"\x1aWatchCreditSessionsRequest\x12\"\n" +
 	"\n" +
 	"user_token\x18\x01 \x01(\tB\x03\xe0A\x02R\tuserToken\x12\x1c\n" +
@@ -1257,7 +1468,23 @@ const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"\v_error_typeB\r\n" +
 	"\v_error_codeB\x10\n" +
 	"\x0e_error_messageB\x12\n" +
-	"\x10_display_message*\xc4\x01\n" +
+	"\x10_display_message\"\xa2\x01\n" +
+	"\x1dBatchGetCreditSessionsRequest\x12$\n" +
+	"\vuser_tokens\x18\x01 \x03(\tB\x03\xe0A\x02R\n" +
+	"userTokens\x12 \n" +
+	"\tclient_id\x18\x02 \x01(\tH\x00R\bclientId\x88\x01\x01\x12 \n" +
+	"\x06secret\x18\x03 \x01(\tB\x03\x80\x01\x01H\x01R\x06secret\x88\x01\x01B\f\n" +
+	"\n" +
+	"_client_idB\t\n" +
+	"\a_secret\"i\n" +
+	"\x1eBatchGetCreditSessionsResponse\x12G\n" +
+	"\aresults\x18\x01 \x03(\v2-.plaid.credit.v1.BatchGetCreditSessionsResultR\aresults\"\xbe\x01\n" +
+	"\x1cBatchGetCreditSessionsResult\x12H\n" +
+	"\bresponse\x18\x01 \x01(\v2*.plaid.credit.v1.CreditSessionsGetResponseH\x00R\bresponse\x12*\n" +
+	"\x05error\x18\x02 \x01(\v2\x12.google.rpc.StatusH\x00R\x05error\x12\x15\n" +
+	"\x03age\x18\x03 \x01(\x03H\x01R\x03age\x88\x01\x01B\t\n" +
+	"\aoutcomeB\x06\n" +
+	"\x04_age*\xc4\x01\n" +
 	"\x19WatchCreditSessionsReason\x12,\n" +
 	"(WATCH_CREDIT_SESSIONS_REASON_UNSPECIFIED\x10\x00\x12(\n" +
 	"$WATCH_CREDIT_SESSIONS_REASON_INITIAL\x10\x01\x12(\n" +
@@ -1276,9 +1503,10 @@ const file_plaid_credit_v1_credit_proto_rawDesc = "" +
 	"8CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_NO_EMPLOYERS_FOUND\x10\x02\x12=\n" +
 	"9CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_EMPLOYER_NOT_LISTED\x10\x03\x121\n" +
 	"-CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_STARTED\x10\x04\x128\n" +
-	"4CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_INTERNAL_ERROR\x10\x052\xbb\x02\n" +
+	"4CREDIT_SESSION_BANK_EMPLOYMENT_STATUS_INTERNAL_ERROR\x10\x052\xe1\x03\n" +
 	"\rCreditService\x12\x8e\x01\n" +
-	"\x11CreditSessionsGet\x12).plaid.credit.v1.CreditSessionsGetRequest\x1a*.plaid.credit.v1.CreditSessionsGetResponse\"\"\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/credit/sessions/get\x90\x02\x01\x12\x98\x01\n" +
+	"\x11CreditSessionsGet\x12).plaid.credit.v1.CreditSessionsGetRequest\x1a*.plaid.credit.v1.CreditSessionsGetResponse\"\"\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/credit/sessions/get\x90\x02\x01\x12\xa3\x01\n" +
+	"\x16BatchGetCreditSessions\x12..plaid.credit.v1.BatchGetCreditSessionsRequest\x1a/.plaid.credit.v1.BatchGetCreditSessionsResponse\"(\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/credit/sessions/batch_get\x90\x02\x01\x12\x98\x01\n" +
 	"\x13WatchCreditSessions\x12+.plaid.credit.v1.WatchCreditSessionsRequest\x1a,.plaid.credit.v1.WatchCreditSessionsResponse\"$\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/credit/sessions/watch\x90\x02\x010\x01BGZEgithub.com/creditsessions/creditsessions/gen/plaid/credit/v1;creditv1b\x06proto3"
 
 var (
@@ -1294,7 +1522,7 @@ func file_plaid_credit_v1_credit_proto_rawDescGZIP() []byte {
 }
 
 var file_plaid_credit_v1_credit_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_plaid_credit_v1_credit_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_plaid_credit_v1_credit_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_plaid_credit_v1_credit_proto_goTypes = []any{
 	(WatchCreditSessionsReason)(0),            // 0: plaid.credit.v1.WatchCreditSessionsReason
 	(CreditSessionBankIncomeStatus)(0),        // 1: plaid.credit.v1.CreditSessionBankIncomeStatus
@@ -1311,16 +1539,20 @@ var file_plaid_credit_v1_credit_proto_goTypes = []any{
 	(*CreditSessionPayrollIncomeResult)(nil),  // 12: plaid.credit.v1.CreditSessionPayrollIncomeResult
 	(*CreditSessionDocumentIncomeResult)(nil), // 13: plaid.credit.v1.CreditSessionDocumentIncomeResult
 	(*CreditSessionError)(nil),                // 14: plaid.credit.v1.CreditSessionError
-	nil,                                       // 15: plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry
-	(*timestamppb.Timestamp)(nil),             // 16: google.protobuf.Timestamp
-	(*structpb.Value)(nil),                    // 17: google.protobuf.Value
+	(*BatchGetCreditSessionsRequest)(nil),     // 15: plaid.credit.v1.BatchGetCreditSessionsRequest
+	(*BatchGetCreditSessionsResponse)(nil),    // 16: plaid.credit.v1.BatchGetCreditSessionsResponse
+	(*BatchGetCreditSessionsResult)(nil),      // 17: plaid.credit.v1.BatchGetCreditSessionsResult
+	nil,                                       // 18: plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry
+	(*timestamppb.Timestamp)(nil),             // 19: google.protobuf.Timestamp
+	(*status.Status)(nil),                     // 20: google.rpc.Status
+	(*structpb.Value)(nil),                    // 21: google.protobuf.Value
 }
 var file_plaid_credit_v1_credit_proto_depIdxs = []int32{
 	0,  // 0: plaid.credit.v1.WatchCreditSessionsResponse.reason:type_name -> plaid.credit.v1.WatchCreditSessionsReason
 	6,  // 1: plaid.credit.v1.WatchCreditSessionsResponse.response:type_name -> plaid.credit.v1.CreditSessionsGetResponse
 	7,  // 2: plaid.credit.v1.CreditSessionsGetResponse.sessions:type_name -> plaid.credit.v1.CreditSession
-	15, // 3: plaid.credit.v1.CreditSessionsGetResponse.additional_properties:type_name -> plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry
-	16, // 4: plaid.credit.v1.CreditSession.session_start_time:type_name -> google.protobuf.Timestamp
+	18, // 3: plaid.credit.v1.CreditSessionsGetResponse.additional_properties:type_name -> plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry
+	19, // 4: plaid.credit.v1.CreditSession.session_start_time:type_name -> google.protobuf.Timestamp
 	8,  // 5: plaid.credit.v1.CreditSession.results:type_name -> plaid.credit.v1.CreditSessionResults
 	14, // 6: plaid.credit.v1.CreditSession.errors:type_name -> plaid.credit.v1.CreditSessionError
 	9,  // 7: plaid.credit.v1.CreditSessionResults.item_add_results:type_name -> plaid.credit.v1.CreditSessionItemAddResult
@@ -1330,16 +1562,21 @@ var file_plaid_credit_v1_credit_proto_depIdxs = []int32{
 	13, // 11: plaid.credit.v1.CreditSessionResults.document_income_results:type_name -> plaid.credit.v1.CreditSessionDocumentIncomeResult
 	1,  // 12: plaid.credit.v1.CreditSessionBankIncomeResult.status:type_name -> plaid.credit.v1.CreditSessionBankIncomeStatus
 	2,  // 13: plaid.credit.v1.CreditSessionBankEmploymentResult.status:type_name -> plaid.credit.v1.CreditSessionBankEmploymentStatus
-	17, // 14: plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry.value:type_name -> google.protobuf.Value
-	5,  // 15: plaid.credit.v1.CreditService.CreditSessionsGet:input_type -> plaid.credit.v1.CreditSessionsGetRequest
-	3,  // 16: plaid.credit.v1.CreditService.WatchCreditSessions:input_type -> plaid.credit.v1.WatchCreditSessionsRequest
-	6,  // 17: plaid.credit.v1.CreditService.CreditSessionsGet:output_type -> plaid.credit.v1.CreditSessionsGetResponse
-	4,  // 18: plaid.credit.v1.CreditService.WatchCreditSessions:output_type -> plaid.credit.v1.WatchCreditSessionsResponse
-	17, // [17:19] is the sub-list for method output_type
-	15, // [15:17] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	17, // 14: plaid.credit.v1.BatchGetCreditSessionsResponse.results:type_name -> plaid.credit.v1.BatchGetCreditSessionsResult
+	6,  // 15: plaid.credit.v1.BatchGetCreditSessionsResult.response:type_name -> plaid.credit.v1.CreditSessionsGetResponse
+	20, // 16: plaid.credit.v1.BatchGetCreditSessionsResult.error:type_name -> google.rpc.Status
+	21, // 17: plaid.credit.v1.CreditSessionsGetResponse.AdditionalPropertiesEntry.value:type_name -> google.protobuf.Value
+	5,  // 18: plaid.credit.v1.CreditService.CreditSessionsGet:input_type -> plaid.credit.v1.CreditSessionsGetRequest
+	15, // 19: plaid.credit.v1.CreditService.BatchGetCreditSessions:input_type -> plaid.credit.v1.BatchGetCreditSessionsRequest
+	3,  // 20: plaid.credit.v1.CreditService.WatchCreditSessions:input_type -> plaid.credit.v1.WatchCreditSessionsRequest
+	6,  // 21: plaid.credit.v1.CreditService.CreditSessionsGet:output_type -> plaid.credit.v1.CreditSessionsGetResponse
+	16, // 22: plaid.credit.v1.CreditService.BatchGetCreditSessions:output_type -> plaid.credit.v1.BatchGetCreditSessionsResponse
+	4,  // 23: plaid.credit.v1.CreditService.WatchCreditSessions:output_type -> plaid.credit.v1.WatchCreditSessionsResponse
+	21, // [21:24] is the sub-list for method output_type
+	18, // [18:21] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_plaid_credit_v1_credit_proto_init() }
@@ -1362,13 +1599,18 @@ func file_plaid_credit_v1_credit_proto_init() {
 	file_plaid_credit_v1_credit_proto_msgTypes[9].OneofWrappers = []any{}
 	file_plaid_credit_v1_credit_proto_msgTypes[10].OneofWrappers = []any{}
 	file_plaid_credit_v1_credit_proto_msgTypes[11].OneofWrappers = []any{}
+	file_plaid_credit_v1_credit_proto_msgTypes[12].OneofWrappers = []any{}
+	file_plaid_credit_v1_credit_proto_msgTypes[14].OneofWrappers = []any{
+		(*BatchGetCreditSessionsResult_Response)(nil),
+		(*BatchGetCreditSessionsResult_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plaid_credit_v1_credit_proto_rawDesc), len(file_plaid_credit_v1_credit_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

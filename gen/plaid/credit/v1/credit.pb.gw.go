@@ -62,6 +62,33 @@ func local_request_CreditService_CreditSessionsGet_0(ctx context.Context, marsha
 	return msg, metadata, err
 }
 
+func request_CreditService_BatchGetCreditSessions_0(ctx context.Context, marshaler runtime.Marshaler, client CreditServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq BatchGetCreditSessionsRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.BatchGetCreditSessions(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_CreditService_BatchGetCreditSessions_0(ctx context.Context, marshaler runtime.Marshaler, server CreditServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq BatchGetCreditSessionsRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.BatchGetCreditSessions(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 func request_CreditService_WatchCreditSessions_0(ctx context.Context, marshaler runtime.Marshaler, client CreditServiceClient, req *http.Request, pathParams map[string]string) (CreditService_WatchCreditSessionsClient, runtime.ServerMetadata, error) {
 	var (
 		protoReq WatchCreditSessionsRequest
@@ -110,6 +137,26 @@ func RegisterCreditServiceHandlerServer(ctx context.Context, mux *runtime.ServeM
 			return
 		}
 		forward_CreditService_CreditSessionsGet_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodPost, pattern_CreditService_BatchGetCreditSessions_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/plaid.credit.v1.CreditService/BatchGetCreditSessions", runtime.WithHTTPPathPattern("/credit/sessions/batch_get"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_CreditService_BatchGetCreditSessions_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_CreditService_BatchGetCreditSessions_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
 
 	mux.Handle(http.MethodPost, pattern_CreditService_WatchCreditSessions_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
@@ -175,6 +222,23 @@ func RegisterCreditServiceHandlerClient(ctx context.Context, mux *runtime.ServeM
 		}
 		forward_CreditService_CreditSessionsGet_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_CreditService_BatchGetCreditSessions_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/plaid.credit.v1.CreditService/BatchGetCreditSessions", runtime.WithHTTPPathPattern("/credit/sessions/batch_get"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_CreditService_BatchGetCreditSessions_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_CreditService_BatchGetCreditSessions_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodPost, pattern_CreditService_WatchCreditSessions_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -196,11 +260,13 @@ func RegisterCreditServiceHandlerClient(ctx context.Context, mux *runtime.ServeM
 }
 
 var (
-	pattern_CreditService_CreditSessionsGet_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"credit", "sessions", "get"}, ""))
-	pattern_CreditService_WatchCreditSessions_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"credit", "sessions", "watch"}, ""))
+	pattern_CreditService_CreditSessionsGet_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"credit", "sessions", "get"}, ""))
+	pattern_CreditService_BatchGetCreditSessions_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"credit", "sessions", "batch_get"}, ""))
+	pattern_CreditService_WatchCreditSessions_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"credit", "sessions", "watch"}, ""))
 )
 
 var (
-	forward_CreditService_CreditSessionsGet_0   = runtime.ForwardResponseMessage
-	forward_CreditService_WatchCreditSessions_0 = runtime.ForwardResponseStream
+	forward_CreditService_CreditSessionsGet_0      = runtime.ForwardResponseMessage
+	forward_CreditService_BatchGetCreditSessions_0 = runtime.ForwardResponseMessage
+	forward_CreditService_WatchCreditSessions_0    = runtime.ForwardResponseStream
 )

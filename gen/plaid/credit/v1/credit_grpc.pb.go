@@ -26,8 +26,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CreditService_CreditSessionsGet_FullMethodName   = "/plaid.credit.v1.CreditService/CreditSessionsGet"
-	CreditService_WatchCreditSessions_FullMethodName = "/plaid.credit.v1.CreditService/WatchCreditSessions"
+	CreditService_CreditSessionsGet_FullMethodName      = "/plaid.credit.v1.CreditService/CreditSessionsGet"
+	CreditService_BatchGetCreditSessions_FullMethodName = "/plaid.credit.v1.CreditService/BatchGetCreditSessions"
+	CreditService_WatchCreditSessions_FullMethodName    = "/plaid.credit.v1.CreditService/WatchCreditSessions"
 )
 
 // CreditServiceClient is the client API for CreditService service.
@@ -39,7 +40,25 @@ const (
 type CreditServiceClient interface {
 	// CreditSessionsGet returns the Link sessions a user completed, newest first, with the
 	// results of each. It reads and never changes anything, so it is safe to retry.
+	//
+	// A caller that accepts an answer up to N seconds old sends the request metadata
+	// `cache-control: max-age=N` (REST: the `Cache-Control` header); the service may then
+	// answer from its cache, without asking Plaid, when the server allows caching, and
+	// says so with the response header `age` (REST: `Age`), the answer's age in seconds.
+	// `cache-control: no-cache` asks Plaid and refreshes the cache. Without the metadata
+	// Plaid is always asked. The optional metadata `plaid-user-id` (REST:
+	// `Plaid-User-Id`) names the user's Plaid user_id, so that Plaid's webhooks about the
+	// user evict the cached answer.
 	CreditSessionsGet(ctx context.Context, in *CreditSessionsGetRequest, opts ...grpc.CallOption) (*CreditSessionsGetResponse, error)
+	// BatchGetCreditSessions answers CreditSessionsGet for up to 100 users at once: one
+	// result per user token, in the order of the request, each either the user's sessions
+	// or the error a CreditSessionsGet for that token would have got. A token sent twice
+	// is fetched once and answered at each of its places.
+	//
+	// The batch is refused whole, with INVALID_ARGUMENT, when it has no token, more than
+	// 100, or an empty one. The caller's quota is charged once per token sent. The
+	// `cache-control` request metadata (see CreditSessionsGet) applies to every token.
+	BatchGetCreditSessions(ctx context.Context, in *BatchGetCreditSessionsRequest, opts ...grpc.CallOption) (*BatchGetCreditSessionsResponse, error)
 	// WatchCreditSessions sends a user's sessions at once, then again each time they
 	// differ from the last message sent (request_id aside), and nothing while they do not
 	// change. Changes are noticed by a poll shared by every watcher of the user (one Plaid
@@ -76,6 +95,16 @@ func (c *creditServiceClient) CreditSessionsGet(ctx context.Context, in *CreditS
 	return out, nil
 }
 
+func (c *creditServiceClient) BatchGetCreditSessions(ctx context.Context, in *BatchGetCreditSessionsRequest, opts ...grpc.CallOption) (*BatchGetCreditSessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchGetCreditSessionsResponse)
+	err := c.cc.Invoke(ctx, CreditService_BatchGetCreditSessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *creditServiceClient) WatchCreditSessions(ctx context.Context, in *WatchCreditSessionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCreditSessionsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &CreditService_ServiceDesc.Streams[0], CreditService_WatchCreditSessions_FullMethodName, cOpts...)
@@ -104,7 +133,25 @@ type CreditService_WatchCreditSessionsClient = grpc.ServerStreamingClient[WatchC
 type CreditServiceServer interface {
 	// CreditSessionsGet returns the Link sessions a user completed, newest first, with the
 	// results of each. It reads and never changes anything, so it is safe to retry.
+	//
+	// A caller that accepts an answer up to N seconds old sends the request metadata
+	// `cache-control: max-age=N` (REST: the `Cache-Control` header); the service may then
+	// answer from its cache, without asking Plaid, when the server allows caching, and
+	// says so with the response header `age` (REST: `Age`), the answer's age in seconds.
+	// `cache-control: no-cache` asks Plaid and refreshes the cache. Without the metadata
+	// Plaid is always asked. The optional metadata `plaid-user-id` (REST:
+	// `Plaid-User-Id`) names the user's Plaid user_id, so that Plaid's webhooks about the
+	// user evict the cached answer.
 	CreditSessionsGet(context.Context, *CreditSessionsGetRequest) (*CreditSessionsGetResponse, error)
+	// BatchGetCreditSessions answers CreditSessionsGet for up to 100 users at once: one
+	// result per user token, in the order of the request, each either the user's sessions
+	// or the error a CreditSessionsGet for that token would have got. A token sent twice
+	// is fetched once and answered at each of its places.
+	//
+	// The batch is refused whole, with INVALID_ARGUMENT, when it has no token, more than
+	// 100, or an empty one. The caller's quota is charged once per token sent. The
+	// `cache-control` request metadata (see CreditSessionsGet) applies to every token.
+	BatchGetCreditSessions(context.Context, *BatchGetCreditSessionsRequest) (*BatchGetCreditSessionsResponse, error)
 	// WatchCreditSessions sends a user's sessions at once, then again each time they
 	// differ from the last message sent (request_id aside), and nothing while they do not
 	// change. Changes are noticed by a poll shared by every watcher of the user (one Plaid
@@ -133,6 +180,9 @@ type UnimplementedCreditServiceServer struct{}
 
 func (UnimplementedCreditServiceServer) CreditSessionsGet(context.Context, *CreditSessionsGetRequest) (*CreditSessionsGetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreditSessionsGet not implemented")
+}
+func (UnimplementedCreditServiceServer) BatchGetCreditSessions(context.Context, *BatchGetCreditSessionsRequest) (*BatchGetCreditSessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchGetCreditSessions not implemented")
 }
 func (UnimplementedCreditServiceServer) WatchCreditSessions(*WatchCreditSessionsRequest, grpc.ServerStreamingServer[WatchCreditSessionsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchCreditSessions not implemented")
@@ -176,6 +226,24 @@ func _CreditService_CreditSessionsGet_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CreditService_BatchGetCreditSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchGetCreditSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CreditServiceServer).BatchGetCreditSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CreditService_BatchGetCreditSessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CreditServiceServer).BatchGetCreditSessions(ctx, req.(*BatchGetCreditSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CreditService_WatchCreditSessions_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchCreditSessionsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -197,6 +265,10 @@ var CreditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreditSessionsGet",
 			Handler:    _CreditService_CreditSessionsGet_Handler,
+		},
+		{
+			MethodName: "BatchGetCreditSessions",
+			Handler:    _CreditService_BatchGetCreditSessions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
