@@ -19,6 +19,7 @@ import (
 
 	"github.com/creditsessions/creditsessions/internal/app"
 	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/logbuf"
 	"github.com/creditsessions/creditsessions/internal/loopback"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 )
@@ -50,6 +51,10 @@ type childLine struct {
 	GRPC string `json:"grpc_addr,omitempty"` // service
 	// Canned is the bare gRPC server in the service's process: the floor (see canned).
 	Canned string `json:"canned_addr,omitempty"`
+	// Naive is the naive proxy in the service's process: the other yardstick (see naive).
+	Naive string `json:"naive_addr,omitempty"`
+	// Admin is the service's admin listener, whose /metrics counts its allocations.
+	Admin string `json:"admin_addr,omitempty"`
 	HTTP   string `json:"http_addr,omitempty"` // service
 	Event  string `json:"event,omitempty"`     // profile-started, profile-written
 	Error  string `json:"error,omitempty"`     // a profiling failure
@@ -114,7 +119,10 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 			return err
 		}
 		defer null.Close()
-		logger = slog.New(slog.NewJSONHandler(null, nil))
+		// Through the log writer cmd/creditsessionsd puts in front of stderr.
+		lw := logbuf.New(null, logbuf.Options{})
+		defer lw.Stop()
+		logger = slog.New(slog.NewJSONHandler(lw, nil))
 	}
 	a, err := app.New(app.Config{
 		GRPCAddr:  "127.0.0.1:0",
@@ -144,8 +152,13 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 		return err
 	}
 	defer stopCanned()
+	naiveAddr, stopNaive, err := startNaive(baseURL, plaid.Credentials{ClientID: getenv(plaidClientIDEnv), Secret: getenv(plaidSecretEnv)})
+	if err != nil {
+		return err
+	}
+	defer stopNaive()
 	if err := out.write(childLine{Role: roleService, PID: os.Getpid(), GRPC: a.GRPCAddr().String(),
-		HTTP: a.HTTPAddr().String(), Canned: cannedAddr}); err != nil {
+		HTTP: a.HTTPAddr().String(), Canned: cannedAddr, Naive: naiveAddr, Admin: a.AdminAddr().String()}); err != nil {
 		return err
 	}
 	return a.Run(ctx)
