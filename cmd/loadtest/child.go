@@ -55,9 +55,9 @@ type childLine struct {
 	Naive string `json:"naive_addr,omitempty"`
 	// Admin is the service's admin listener, whose /metrics counts its allocations.
 	Admin string `json:"admin_addr,omitempty"`
-	HTTP   string `json:"http_addr,omitempty"` // service
-	Event  string `json:"event,omitempty"`     // profile-started, profile-written
-	Error  string `json:"error,omitempty"`     // a profiling failure
+	HTTP  string `json:"http_addr,omitempty"` // service
+	Event string `json:"event,omitempty"`     // profile-started, profile-written
+	Error string `json:"error,omitempty"`     // a profiling failure
 }
 
 // Profiling protocol: SIGUSR1 starts the profiles, SIGUSR2 stops and writes them. The
