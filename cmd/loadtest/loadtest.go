@@ -149,7 +149,12 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 		return nil, err
 	}
 	defer svc.stop()
-	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP, svc.ready.Canned, svc.ready.Naive, svc.ready.Admin} {
+	naive, err := startChild(ctx, exe, roleNaive, svcEnv[:3], stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer naive.stop()
+	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP, svc.ready.Canned, svc.ready.Admin, naive.ready.Naive, naive.ready.Admin} {
 		if err := loopback.CheckAddr(addr); err != nil {
 			return nil, fmt.Errorf("the service child: %w", err)
 		}
@@ -157,9 +162,9 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 	fmt.Fprintf(stderr, "emulator pid %d at %s; service pid %d, gRPC %s, REST http://%s\n",
 		emu.ready.PID, emu.ready.URL, svc.ready.PID, svc.ready.GRPC, svc.ready.HTTP)
 
-	measureErr := measureAll(ctx, cfg, rep, emu, svc, creds, stderr)
-	// The service first: it calls the emulator.
-	rep.Children = []childExit{svc.stop(), emu.stop()}
+	measureErr := measureAll(ctx, cfg, rep, emu, svc, naive, creds, stderr)
+	// The emulator's callers first.
+	rep.Children = []childExit{svc.stop(), naive.stop(), emu.stop()}
 	if measureErr != nil && (ctx.Err() == nil || len(rep.Results) == 0) {
 		return nil, measureErr
 	}
@@ -173,7 +178,7 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 // measureAll measures every window for every target, one target at a time, in rounds:
 // each round measures every window for every target once, so that whatever else the
 // machine does in a stretch of time falls on every target alike.
-func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, creds plaid.Credentials, stderr io.Writer) error {
+func measureAll(ctx context.Context, cfg config, rep *report, emu, svc, naive *child, creds plaid.Credentials, stderr io.Writer) error {
 	windows := cfg.windows()
 	maxConcurrency := 64 // the open-loop windows' calls in flight, with room
 	for _, w := range windows {
@@ -187,7 +192,7 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 	if err != nil {
 		return err
 	}
-	naiveT, err := newGRPCTarget(svc.ready.Naive)
+	naiveT, err := newGRPCTarget(naive.ready.Naive)
 	if err != nil {
 		return err
 	}
@@ -229,7 +234,7 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 
 	for round := range cfg.Rounds {
 		for _, w := range windows {
-			if err := measureRound(ctx, cfg, rep, w, round, len(windows) > 1, targets, probed[w], emu, svc, stderr); err != nil {
+			if err := measureRound(ctx, cfg, rep, w, round, len(windows) > 1, targets, probed[w], emu, svc, naive, stderr); err != nil {
 				return err
 			}
 		}
@@ -244,7 +249,7 @@ type namedTarget = struct {
 
 // measureRound measures window w once for every target.
 func measureRound(ctx context.Context, cfg config, rep *report, w window, round int, perWindow bool, targets []namedTarget,
-	probes map[string][2]int, emu, svc *child, stderr io.Writer) error {
+	probes map[string][2]int, emu, svc, naive *child, stderr io.Writer) error {
 	{
 		// The order turns with each round, so that no target always follows the same one.
 		for i := range targets {
@@ -258,13 +263,21 @@ func measureRound(ctx context.Context, cfg config, rep *report, w window, round 
 					return fmt.Errorf("%s: %s: every call failed during warm-up (%d), such as %s", w.Name(), t.name, warm.Errors, warm.ErrorKind[0])
 				}
 			}
+			// The process that serves the target: the service's, or the naive proxy's.
+			server := svc
+			if t.name == targetNaive {
+				server = naive
+			}
+			if err := server.signal(ctx, syscall.SIGHUP, eventMemoryReleased); err != nil {
+				return err
+			}
 			profiled := cfg.profiling() && t.name == cfg.ProfileTarget
 			if profiled {
 				if err := svc.signal(ctx, syscall.SIGUSR1, eventProfileStarted); err != nil {
 					return err
 				}
 			}
-			res, err := measureWindow(ctx, w, t.name, t.target, emu.ready.PID, svc.ready.PID, svc.ready.Admin)
+			res, err := measureWindow(ctx, w, t.name, t.target, emu.ready.PID, server.ready.PID, server.ready.Admin)
 			if err != nil {
 				return err
 			}
