@@ -99,11 +99,11 @@ type Config struct {
 
 // Client calls Plaid. It is safe for concurrent use.
 type Client struct {
-	endpoint  string
-	url       *url.URL // endpoint, parsed once; shared, read-only, by every request
-	creds     Credentials
-	source    func() Credentials
-	http      *http.Client
+	endpoint string
+	url      *url.URL // endpoint, parsed once; shared, read-only, by every request
+	creds    Credentials
+	source   func() Credentials
+	http     *http.Client
 	// direct is the client's Transport when it is this package's and the http.Client
 	// adds nothing to it (no jar, no timeout): requests go to it without http.Client,
 	// whose per-request work (copying headers for redirects it never follows, redirect
@@ -112,7 +112,7 @@ type Client struct {
 	// headers are the last request headers built, shared by the requests whose
 	// credentials match: every header of a request is fixed but the keys, which change
 	// only when a secret rotates (or, with callers' keys, from caller to caller).
-	headers atomic.Pointer[requestHeaders]
+	headers   atomic.Pointer[requestHeaders]
 	maxBody   int64
 	userAgent string
 	admit     func(context.Context, int64) error
