@@ -195,19 +195,6 @@ func (c *Client) header(creds Credentials) http.Header {
 	return h.header
 }
 
-// requestBody is a request's body that can be read again from its start, for the one
-// resend Transport makes on a connection the server had closed.
-type requestBody struct {
-	bytes.Reader
-	b []byte
-}
-
-func (b *requestBody) Close() error { return nil }
-
-func (b *requestBody) again() (io.ReadCloser, error) {
-	return &requestBody{Reader: *bytes.NewReader(b.b), b: b.b}, nil
-}
-
 // roundTrip sends the request for body with creds and returns Plaid's response.
 func (c *Client) roundTrip(ctx context.Context, creds Credentials, body []byte) (*http.Response, error) {
 	if c.direct == nil {
@@ -223,7 +210,9 @@ func (c *Client) roundTrip(ctx context.Context, creds Credentials, body []byte) 
 		}
 		return resp, nil
 	}
-	rb := &requestBody{Reader: *bytes.NewReader(body), b: body}
+	// A NopCloser around a *bytes.Reader, which http.Request.Write knows for an
+	// in-memory body: a body of any other type has its headers flushed on their own
+	// first, two writes (and two reads at the other end) where one does.
 	tmpl := http.Request{
 		Method:        http.MethodPost,
 		URL:           c.url,
@@ -231,8 +220,8 @@ func (c *Client) roundTrip(ctx context.Context, creds Credentials, body []byte) 
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        c.header(creds),
-		Body:          rb,
-		GetBody:       rb.again,
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		GetBody:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
 		ContentLength: int64(len(body)),
 		Host:          c.url.Host,
 	}
