@@ -47,7 +47,9 @@ func BenchmarkInterceptors(b *testing.B) {
 		name string
 		icpt grpc.UnaryServerInterceptor
 	}{
-		{"none", func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) { return h(ctx, req) }},
+		{"none", func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(ctx, req)
+		}},
 		{"pushback", pushbackUnary},
 		{"recovery", recoverPanics(slog.New(slog.NewJSONHandler(io.Discard, nil)))},
 		{"log-line/encode-only", logCalls(slog.New(slog.NewJSONHandler(io.Discard, nil)))},

@@ -9,7 +9,9 @@ import (
 	"github.com/creditsessions/creditsessions/internal/resilience"
 )
 
-type instantUpstream struct{ resp *creditv1.CreditSessionsGetResponse }
+type instantUpstream struct {
+	resp *creditv1.CreditSessionsGetResponse
+}
 
 func (u instantUpstream) CreditSessionsGet(context.Context, plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
 	return u.resp, nil
