@@ -25,6 +25,7 @@ import (
 	"github.com/creditsessions/creditsessions/internal/auth"
 	"github.com/creditsessions/creditsessions/internal/cache"
 	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/logbuf"
 	"github.com/creditsessions/creditsessions/internal/observe"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/internal/resilience"
@@ -70,6 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	maxResponse := fs.Int64("max-response-bytes", plaid.DefaultMaxResponseBytes, "largest response body accepted from Plaid")
 	answerMemory := fs.Int64("answer-memory", app.DefaultAnswerMemory, "bytes of large Plaid answers calls in flight may hold at once; past it, calls wait their turn")
 	logFormat := fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
+	logFlush := fs.Duration("log-flush-interval", logbuf.DefaultInterval, "longest a log line waits to be written with others (one write for many lines; all are written at exit); 0: each line at once. A crash loses at most this long of lines")
 	credentials := fs.String("plaid-credentials", server.ServiceKeys,
 		"whose Plaid keys calls use: service (PLAID_CLIENT_ID/PLAID_SECRET; callers' keys are ignored) or caller (each call's own, passed through)")
 	var sec auth.Options
@@ -112,7 +114,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		// Not echoed: a secret typed here by mistake must not reach a log.
 		return fmt.Errorf("%d unexpected argument(s): configuration comes from flags and PLAID_* environment variables", fs.NArg())
 	}
-	logger, err := newLogger(*logFormat, stderr)
+	if *logFlush < 0 {
+		return errors.New("-log-flush-interval must not be negative")
+	}
+	logOut := stderr
+	if *logFlush > 0 {
+		// A line per call was a write(2) per call. Stopped on the way out, however run
+		// ends, so that every line written is complete at exit.
+		lw := logbuf.New(stderr, logbuf.Options{Interval: *logFlush})
+		defer lw.Stop()
+		logOut = lw
+	}
+	logger, err := newLogger(*logFormat, stderr, logOut)
 	if err != nil {
 		return err
 	}
@@ -153,6 +166,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if a.EmulatorURL() != "" {
 		logger.Info("no Plaid credentials configured: serving from the embedded Plaid emulator", "emulator_url", a.EmulatorURL())
 		if sec.TLSCert == "" {
+			if lw, ok := logOut.(*logbuf.Writer); ok {
+				_ = lw.Flush() // the line above comes first
+			}
 			printTryIt(stderr, a) // its commands are plaintext ones
 		}
 	} else {
@@ -198,10 +214,13 @@ func plaidFromEnv(getenv func(string) string, credentialsMode string) (app.Plaid
 	return cfg, cfg.Validate()
 }
 
-func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+// newLogger returns a logger writing to out in format; auto looks at whether stderr,
+// which out writes to, is a terminal.
+func newLogger(format string, stderr, out io.Writer) (*slog.Logger, error) {
+	w := out
 	if format == "auto" {
 		format = "json"
-		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			format = "text"
 		}
 	}

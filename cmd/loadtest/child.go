@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/creditsessions/creditsessions/internal/app"
 	"github.com/creditsessions/creditsessions/internal/emulator"
+	"github.com/creditsessions/creditsessions/internal/logbuf"
 	"github.com/creditsessions/creditsessions/internal/loopback"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 )
@@ -29,6 +33,7 @@ const (
 	roleEnv      = "LOADTEST_ROLE" // emulator or service: run as that child
 	roleEmulator = "emulator"
 	roleService  = "service"
+	roleNaive    = "naive"
 
 	emulatorClientIDEnv = "LOADTEST_EMULATOR_CLIENT_ID" // what the emulator accepts
 	emulatorSecretEnv   = "LOADTEST_EMULATOR_SECRET"
@@ -50,9 +55,13 @@ type childLine struct {
 	GRPC string `json:"grpc_addr,omitempty"` // service
 	// Canned is the bare gRPC server in the service's process: the floor (see canned).
 	Canned string `json:"canned_addr,omitempty"`
-	HTTP   string `json:"http_addr,omitempty"` // service
-	Event  string `json:"event,omitempty"`     // profile-started, profile-written
-	Error  string `json:"error,omitempty"`     // a profiling failure
+	// Naive is the naive proxy, in a process of its own: the other yardstick (see naive).
+	Naive string `json:"naive_addr,omitempty"`
+	// Admin is the service's (or the naive proxy's) /metrics, which counts its allocations.
+	Admin string `json:"admin_addr,omitempty"`
+	HTTP  string `json:"http_addr,omitempty"` // service
+	Event string `json:"event,omitempty"`     // profile-started, profile-written
+	Error string `json:"error,omitempty"`     // a profiling failure
 }
 
 // Profiling protocol: SIGUSR1 starts the profiles, SIGUSR2 stops and writes them. The
@@ -61,6 +70,37 @@ const (
 	eventProfileStarted = "profile-started"
 	eventProfileWritten = "profile-written"
 )
+
+// SIGHUP asks the service child to give the memory its heap has freed back to the
+// system (debug.FreeOSMemory), before a window's peak RSS is taken: otherwise a window
+// would start from, and report as its peak, what the window before it left resident (a
+// Go heap returns freed pages to the system only slowly).
+const eventMemoryReleased = "memory-released"
+
+// releaseMemoryOnSIGHUP answers SIGHUP until the returned stop is called.
+func releaseMemoryOnSIGHUP(out *lineWriter) (stop func()) {
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			case <-signals:
+				debug.FreeOSMemory()
+				_ = out.write(childLine{Event: eventMemoryReleased})
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(signals)
+		close(done)
+		<-finished
+	}
+}
 
 // runChild runs as the child named by role until ctx is done or stdin reaches its end
 // (the parent is gone, however it went).
@@ -77,8 +117,10 @@ func runChild(ctx context.Context, role string, getenv func(string) string, stdi
 		return runEmulator(ctx, getenv, out)
 	case roleService:
 		return runService(ctx, getenv, out, stderr)
+	case roleNaive:
+		return runNaive(ctx, getenv, out)
 	default:
-		return fmt.Errorf("%s=%q: want %s or %s", roleEnv, role, roleEmulator, roleService)
+		return fmt.Errorf("%s=%q: want %s, %s or %s", roleEnv, role, roleEmulator, roleService, roleNaive)
 	}
 }
 
@@ -114,7 +156,10 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 			return err
 		}
 		defer null.Close()
-		logger = slog.New(slog.NewJSONHandler(null, nil))
+		// Through the log writer cmd/creditsessionsd puts in front of stderr.
+		lw := logbuf.New(null, logbuf.Options{})
+		defer lw.Stop()
+		logger = slog.New(slog.NewJSONHandler(lw, nil))
 	}
 	a, err := app.New(app.Config{
 		GRPCAddr:  "127.0.0.1:0",
@@ -130,6 +175,7 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 	if err != nil {
 		return err
 	}
+	defer releaseMemoryOnSIGHUP(out)()
 	if cpu, mem := getenv(cpuProfileEnv), getenv(memProfileEnv); cpu != "" || mem != "" {
 		stop := serveProfiles(cpu, mem, out)
 		defer stop()
@@ -145,10 +191,43 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 	}
 	defer stopCanned()
 	if err := out.write(childLine{Role: roleService, PID: os.Getpid(), GRPC: a.GRPCAddr().String(),
-		HTTP: a.HTTPAddr().String(), Canned: cannedAddr}); err != nil {
+		HTTP: a.HTTPAddr().String(), Canned: cannedAddr, Admin: a.AdminAddr().String()}); err != nil {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// runNaive runs the naive proxy (see naive) in a process of its own: its CPU, memory
+// and counters are its own, and what its large answers leave in memory does not sit in
+// the service's. Its allocations are served as the service's are, on a /metrics of its
+// own that says nothing else.
+func runNaive(ctx context.Context, getenv func(string) string, out *lineWriter) error {
+	baseURL := getenv(plaidBaseURLEnv)
+	if err := loopback.CheckURL(baseURL); err != nil {
+		return fmt.Errorf("%s: %w", plaidBaseURLEnv, err)
+	}
+	addr, stop, err := startNaive(baseURL, plaid.Credentials{ClientID: getenv(plaidClientIDEnv), Secret: getenv(plaidSecretEnv)})
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	metrics := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(w, "go_memstats_mallocs_total %d\n", ms.Mallocs)
+	})}
+	go func() { _ = metrics.Serve(ln) }()
+	defer metrics.Close()
+	defer releaseMemoryOnSIGHUP(out)()
+	if err := out.write(childLine{Role: roleNaive, PID: os.Getpid(), Naive: addr, Admin: ln.Addr().String()}); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // serveProfiles answers the profiling signals until the returned stop is called.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -20,7 +21,11 @@ import (
 type result struct {
 	Window window
 	Target string
+	Round  int // from 0
 	load
+
+	// What the service process's counters rose by over the window (see counters).
+	Service counters
 
 	// CPU time each process spent during the window.
 	ServiceCPU, EmulatorCPU, LoadgenCPU time.Duration
@@ -144,7 +149,12 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 		return nil, err
 	}
 	defer svc.stop()
-	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP, svc.ready.Canned} {
+	naive, err := startChild(ctx, exe, roleNaive, svcEnv[:3], stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer naive.stop()
+	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP, svc.ready.Canned, svc.ready.Admin, naive.ready.Naive, naive.ready.Admin} {
 		if err := loopback.CheckAddr(addr); err != nil {
 			return nil, fmt.Errorf("the service child: %w", err)
 		}
@@ -152,9 +162,9 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 	fmt.Fprintf(stderr, "emulator pid %d at %s; service pid %d, gRPC %s, REST http://%s\n",
 		emu.ready.PID, emu.ready.URL, svc.ready.PID, svc.ready.GRPC, svc.ready.HTTP)
 
-	measureErr := measureAll(ctx, cfg, rep, emu, svc, creds, stderr)
-	// The service first: it calls the emulator.
-	rep.Children = []childExit{svc.stop(), emu.stop()}
+	measureErr := measureAll(ctx, cfg, rep, emu, svc, naive, creds, stderr)
+	// The emulator's callers first.
+	rep.Children = []childExit{svc.stop(), naive.stop(), emu.stop()}
 	if measureErr != nil && (ctx.Err() == nil || len(rep.Results) == 0) {
 		return nil, measureErr
 	}
@@ -165,10 +175,12 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 	return rep, nil
 }
 
-// measureAll measures every window for every target, one target at a time.
-func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, creds plaid.Credentials, stderr io.Writer) error {
+// measureAll measures every window for every target, one target at a time, in rounds:
+// each round measures every window for every target once, so that whatever else the
+// machine does in a stretch of time falls on every target alike.
+func measureAll(ctx context.Context, cfg config, rep *report, emu, svc, naive *child, creds plaid.Credentials, stderr io.Writer) error {
 	windows := cfg.windows()
-	maxConcurrency := 1
+	maxConcurrency := 64 // the open-loop windows' calls in flight, with room
 	for _, w := range windows {
 		maxConcurrency = max(maxConcurrency, w.Concurrency)
 	}
@@ -180,12 +192,14 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 	if err != nil {
 		return err
 	}
-	targets := []struct {
-		name string
-		target
-	}{
+	naiveT, err := newGRPCTarget(naive.ready.Naive)
+	if err != nil {
+		return err
+	}
+	targets := []namedTarget{
 		{targetDirect, newHTTPTarget(emu.ready.URL, creds, maxConcurrency)},
 		{targetCanned, cannedT},
+		{targetNaive, naiveT},
 		{targetGRPC, grpcT},
 		{targetREST, newHTTPTarget("http://"+svc.ready.HTTP, plaid.Credentials{}, maxConcurrency)},
 	}
@@ -195,6 +209,7 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 		}
 	}()
 
+	probed := make(map[window]map[string][2]int)
 	for _, w := range windows {
 		// Every target must give the same answer, or the comparison means nothing.
 		probes := make(map[string][2]int)
@@ -214,16 +229,47 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 				return fmt.Errorf("%s: %s answered %d sessions, direct %d", w.Name(), name, p[0], want)
 			}
 		}
+		probed[w] = probes
+	}
 
-		for _, t := range targets {
-			fmt.Fprintf(stderr, "%s: %s, concurrency %d: warm-up %v, then %v measured\n",
-				w.Name(), t.name, w.Concurrency, cfg.Warmup, w.Duration)
+	for round := range cfg.Rounds {
+		for _, w := range windows {
+			if err := measureRound(ctx, cfg, rep, w, round, len(windows) > 1, targets, probed[w], emu, svc, naive, stderr); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+type namedTarget = struct {
+	name string
+	target
+}
+
+// measureRound measures window w once for every target.
+func measureRound(ctx context.Context, cfg config, rep *report, w window, round int, perWindow bool, targets []namedTarget,
+	probes map[string][2]int, emu, svc, naive *child, stderr io.Writer) error {
+	{
+		// The order turns with each round, so that no target always follows the same one.
+		for i := range targets {
+			t := targets[(i+round)%len(targets)]
+			fmt.Fprintf(stderr, "round %d/%d, %s: %s, %s: warm-up %v, then %v measured\n",
+				round+1, cfg.Rounds, w.Name(), t.name, w.load(), cfg.Warmup, w.Duration)
 			if cfg.Warmup > 0 {
-				if warm := drive(ctx, t.target, w.Token, w.SameUser, w.Concurrency, cfg.Warmup); ctx.Err() != nil {
+				if warm := driveWindow(ctx, t.target, w, cfg.Warmup); ctx.Err() != nil {
 					return ctx.Err()
-				} else if warm.Errors > 0 {
-					return fmt.Errorf("%s: %s: %d errors during warm-up, such as %s", w.Name(), t.name, warm.Errors, warm.ErrorKind[0])
+				} else if warm.Errors > 0 && warm.Errors == warm.Calls {
+					return fmt.Errorf("%s: %s: every call failed during warm-up (%d), such as %s", w.Name(), t.name, warm.Errors, warm.ErrorKind[0])
 				}
+			}
+			// The process that serves the target: the service's, or the naive proxy's.
+			server := svc
+			if t.name == targetNaive {
+				server = naive
+			}
+			if err := server.signal(ctx, syscall.SIGHUP, eventMemoryReleased); err != nil {
+				return err
 			}
 			profiled := cfg.profiling() && t.name == cfg.ProfileTarget
 			if profiled {
@@ -231,17 +277,18 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 					return err
 				}
 			}
-			res, err := measureWindow(ctx, w, t.name, t.target, emu.ready.PID, svc.ready.PID)
+			res, err := measureWindow(ctx, w, t.name, t.target, emu.ready.PID, server.ready.PID, server.ready.Admin)
 			if err != nil {
 				return err
 			}
+			res.Round = round
 			res.Sessions, res.Size = probes[t.name][0], probes[t.name][1]
 			rep.Results = append(rep.Results, res)
 			if profiled {
 				if err := svc.signal(ctx, syscall.SIGUSR2, eventProfileWritten); err != nil {
 					return err
 				}
-				files, err := nameProfiles(cfg, w, len(windows) > 1)
+				files, err := nameProfiles(cfg, w, round, perWindow)
 				if err != nil {
 					return err
 				}
@@ -252,16 +299,25 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc *child, c
 	return nil
 }
 
+// driveWindow drives t as w says, for d.
+func driveWindow(ctx context.Context, t target, w window, d time.Duration) load {
+	if w.Rate > 0 {
+		return driveRate(ctx, t, w.Token, w.SameUser, w.Rate, d)
+	}
+	return drive(ctx, t, w.Token, w.SameUser, w.Concurrency, d)
+}
+
 // measureWindow drives t over w and takes each process's CPU time and memory around it.
-func measureWindow(ctx context.Context, w window, name string, t target, emuPID, svcPID int) (result, error) {
+func measureWindow(ctx context.Context, w window, name string, t target, emuPID, svcPID int, svcAdmin string) (result, error) {
 	res := result{Window: w, Target: name}
+	countersBefore, err0 := readCounters(svcPID, svcAdmin)
 	emuMem, svcMem := watchMemory(emuPID), watchMemory(svcPID)
 	emuBefore, err1 := cpuTime(emuPID)
 	svcBefore, err2 := cpuTime(svcPID)
 	machineBefore, err5 := machineCPUTime()
 	selfBefore := selfCPUTime()
 
-	res.load = drive(ctx, t, w.Token, w.SameUser, w.Concurrency, w.Duration)
+	res.load = driveWindow(ctx, t, w, w.Duration)
 
 	selfAfter := selfCPUTime()
 	emuAfter, err3 := cpuTime(emuPID)
@@ -269,7 +325,13 @@ func measureWindow(ctx context.Context, w window, name string, t target, emuPID,
 	machineAfter, err6 := machineCPUTime()
 	res.EmulatorPeak, res.PeakSource = emuMem.done()
 	res.ServicePeak, _ = svcMem.done()
-	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
+	countersAfter, err7 := readCounters(svcPID, svcAdmin)
+	res.Service = counters{
+		CtxSwitches: countersAfter.CtxSwitches - countersBefore.CtxSwitches,
+		Syscalls:    countersAfter.Syscalls - countersBefore.Syscalls,
+		Mallocs:     countersAfter.Mallocs - countersBefore.Mallocs,
+	}
+	if err := errors.Join(err0, err1, err2, err3, err4, err5, err6, err7); err != nil {
 		return res, fmt.Errorf("reading CPU times: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -281,12 +343,16 @@ func measureWindow(ctx context.Context, w window, name string, t target, emuPID,
 }
 
 // nameProfiles gives the window's profiles their final names and returns them: the
-// names asked for when only one window is profiled, else those with the window's name
-// inserted (cpu.pprof becomes cpu.small-latency.pprof).
-func nameProfiles(cfg config, w window, perWindow bool) ([]string, error) {
+// names asked for when only one window is profiled in one round, else those with the
+// window's name, and the round past the first, inserted (cpu.pprof becomes
+// cpu.small-latency.pprof, then cpu.small-latency.2.pprof).
+func nameProfiles(cfg config, w window, round int, perWindow bool) ([]string, error) {
 	final := func(path string) string {
 		if perWindow {
-			return insertBeforeExt(path, w.Name())
+			path = insertBeforeExt(path, w.Name())
+		}
+		if round > 0 {
+			path = insertBeforeExt(path, strconv.Itoa(round+1))
 		}
 		return path
 	}

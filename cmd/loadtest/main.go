@@ -65,7 +65,10 @@ type config struct {
 	LargeDuration    time.Duration // large scenario
 	Warmup           time.Duration // load before each measured window, not measured
 	Concurrency      int           // small scenario throughput window
-	LargeConcurrency int           // large scenario
+	LargeConcurrency int           // large scenario, memory window
+	Rate             int           // small scenario open-loop window, calls per second
+	RateDuration     time.Duration // small scenario open-loop window
+	Rounds           int           // every window for every target, this many times, interleaved
 	SameUser         bool          // every call for one user, so that the service coalesces them
 
 	CallLogs      bool   // the service writes its line per call (to the null device)
@@ -80,12 +83,16 @@ type config struct {
 // defaults are the flags' defaults.
 var defaults = config{
 	Scenario:         "all",
-	C1Duration:       10 * time.Second,
-	Duration:         15 * time.Second,
-	LargeDuration:    10 * time.Second,
-	Warmup:           2 * time.Second,
+	C1Duration:       6 * time.Second,
+	Duration:         6 * time.Second,
+	LargeDuration:    6 * time.Second,
+	Warmup:           time.Second,
 	Concurrency:      50,
 	LargeConcurrency: 20,
+	Rate:             1500,
+	RateDuration:     8 * time.Second,
+	Rounds:           3,
+	CallLogs:         true,
 	ProfileTarget:    targetGRPC,
 }
 
@@ -109,15 +116,18 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	cfg := defaults
 	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "small (user-sandbox-example), large (user-sandbox-sessions-10000, about 4 MB), chunked (the large answer without Content-Length), "+
-		"coalesced (the large answer, every call for the same user), large-all (large, chunked and coalesced) or all")
+		"coalesced (the large answer, every call for the same user), large-all (large, chunked and coalesced) or all (small and large)")
 	fs.DurationVar(&cfg.C1Duration, "c1-duration", cfg.C1Duration, "measured window per target, small scenario at concurrency 1 (latency)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window per target, small scenario at -concurrency (throughput)")
 	fs.DurationVar(&cfg.LargeDuration, "large-duration", cfg.LargeDuration, "measured window per target, large scenario")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured load before each measured window")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "calls in flight, small scenario throughput window")
-	fs.IntVar(&cfg.LargeConcurrency, "large-concurrency", cfg.LargeConcurrency, "calls in flight, large scenario")
+	fs.IntVar(&cfg.LargeConcurrency, "large-concurrency", cfg.LargeConcurrency, "calls in flight, large scenario's memory window (it also runs at 1 and 4)")
+	fs.IntVar(&cfg.Rate, "rate", cfg.Rate, "calls per second of the small scenario's open-loop window")
+	fs.DurationVar(&cfg.RateDuration, "rate-duration", cfg.RateDuration, "measured window per target, small scenario's open-loop window")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds: every window measured for every target this many times, interleaved; the report gives medians")
 	fs.BoolVar(&cfg.SameUser, "same-user", cfg.SameUser, "send every call for the same user, so that the service coalesces calls in flight (flatters it)")
-	fs.BoolVar(&cfg.CallLogs, "call-logs", cfg.CallLogs, "have the service write its JSON line per call, as in production, to the null device (by default it logs warnings only)")
+	fs.BoolVar(&cfg.CallLogs, "call-logs", cfg.CallLogs, "have the service write its JSON line per call, as in production, to the null device through its buffered log writer (false: warnings only)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile-service", "", "write the service's CPU profile of each measured window of -profile-target to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile-service", "", "write the service's heap profile at the end of each measured window of -profile-target to `file` (and one at its start to file.base)")
 	fs.StringVar(&cfg.ProfileTarget, "profile-target", cfg.ProfileTarget, "target whose windows are profiled: grpc or rest")
@@ -134,8 +144,12 @@ func (c config) validate() error {
 	switch {
 	case !slices.Contains([]string{"small", "large", "chunked", "coalesced", "large-all", "all"}, c.Scenario):
 		return fmt.Errorf("-scenario %q: want small, large, chunked, coalesced, large-all or all", c.Scenario)
-	case c.C1Duration <= 0 || c.Duration <= 0 || c.LargeDuration <= 0:
-		return errors.New("-c1-duration, -duration and -large-duration must be positive")
+	case c.C1Duration <= 0 || c.Duration <= 0 || c.LargeDuration <= 0 || c.RateDuration <= 0:
+		return errors.New("-c1-duration, -duration, -rate-duration and -large-duration must be positive")
+	case c.Rate < 1 || c.Rate > 100_000:
+		return errors.New("-rate must be between 1 and 100000")
+	case c.Rounds < 1 || c.Rounds > 20:
+		return errors.New("-rounds must be between 1 and 20")
 	case c.Warmup < 0:
 		return errors.New("-warmup must not be negative")
 	case c.Concurrency < 1 || c.Concurrency > 10_000 || c.LargeConcurrency < 1 || c.LargeConcurrency > 10_000:
@@ -154,12 +168,16 @@ func (c config) windows() []window {
 	var ws []window
 	if c.Scenario == "small" || c.Scenario == "all" {
 		ws = append(ws,
+			window{Scenario: "small", Kind: "rate", Token: smallToken, Rate: c.Rate, Duration: c.RateDuration},
 			window{Scenario: "small", Kind: "latency", Token: smallToken, Concurrency: 1, Duration: c.C1Duration},
 			window{Scenario: "small", Kind: "throughput", Token: smallToken, Concurrency: c.Concurrency, Duration: c.Duration})
 	}
-	many := c.Scenario == "large-all" || c.Scenario == "all"
-	if c.Scenario == "large" || many {
-		ws = append(ws, window{Scenario: "large", Kind: "throughput", Token: largeToken, Concurrency: c.LargeConcurrency, Duration: c.LargeDuration})
+	many := c.Scenario == "large-all"
+	if c.Scenario == "large" || c.Scenario == "all" || many {
+		ws = append(ws,
+			window{Scenario: "large", Kind: "c1", Token: largeToken, Concurrency: 1, Duration: c.LargeDuration},
+			window{Scenario: "large", Kind: "c4", Token: largeToken, Concurrency: 4, Duration: c.LargeDuration},
+			window{Scenario: "large", Kind: "throughput", Token: largeToken, Concurrency: c.LargeConcurrency, Duration: c.LargeDuration})
 	}
 	if c.Scenario == "chunked" || many {
 		// The same answer sent chunked, as a proxy in front of Plaid may send it: the
@@ -187,14 +205,24 @@ const (
 	measureTimeout = time.Minute // bound on one call
 )
 
-// window is one measurement: a token, a concurrency and a duration.
+// window is one measurement: a token, a concurrency (closed loop) or a rate (open
+// loop), and a duration.
 type window struct {
 	Scenario    string // small or large
-	Kind        string // latency (concurrency 1) or throughput
+	Kind        string // rate (open loop), latency (concurrency 1), throughput, c1, c4
 	Token       string // the fixture user; each call's user is token#N unless SameUser
 	SameUser    bool
-	Concurrency int
+	Concurrency int // calls in flight, closed loop; 0 with Rate
+	Rate        int // calls a second, open loop
 	Duration    time.Duration
+}
+
+// load describes the window's load: "concurrency 50" or "1500 calls/s open loop".
+func (w window) load() string {
+	if w.Rate > 0 {
+		return fmt.Sprintf("%d calls/s open loop", w.Rate)
+	}
+	return fmt.Sprintf("concurrency %d", w.Concurrency)
 }
 
 // Name names the window in progress lines and profile file names.

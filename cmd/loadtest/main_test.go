@@ -42,6 +42,9 @@ func TestLoadtestShortRun(t *testing.T) {
 	cfg.Duration = 800 * time.Millisecond
 	cfg.Warmup = 200 * time.Millisecond
 	cfg.Concurrency = 4
+	cfg.Rate = 200
+	cfg.RateDuration = 800 * time.Millisecond
+	cfg.Rounds = 2
 	cfg.ProfileTarget = targetREST
 	cfg.CPUProfile = filepath.Join(dir, "cpu.pprof")
 	cfg.MemProfile = filepath.Join(dir, "mem.pprof")
@@ -54,7 +57,7 @@ func TestLoadtestShortRun(t *testing.T) {
 	t.Log("\n" + stdout.String())
 	require.NoError(t, rep.failure())
 
-	require.Len(t, rep.Results, 8, "4 targets × 2 windows")
+	require.Len(t, rep.Results, 5*3*2, "5 targets × 3 windows × 2 rounds")
 	for _, res := range rep.Results {
 		t.Run(res.Window.Name()+"/"+res.Target, func(t *testing.T) {
 			assert.Zero(t, res.Errors, "errors: %v", res.ErrorKind)
@@ -63,7 +66,7 @@ func TestLoadtestShortRun(t *testing.T) {
 			assert.Len(t, res.Latencies, int(res.Calls))
 			assert.Positive(t, res.Sessions)
 			assert.Positive(t, res.EmulatorPeak)
-			if res.Window.Kind != "throughput" {
+			if res.Window.Kind == "latency" {
 				return // at concurrency 1, a slow machine may spend under a clock tick
 			}
 			if res.Target != targetCanned { // which answers without Plaid
@@ -81,18 +84,26 @@ func TestLoadtestShortRun(t *testing.T) {
 	for _, res := range rep.Results {
 		targets[res.Target]++
 	}
-	assert.Equal(t, map[string]int{targetDirect: 2, targetCanned: 2, targetGRPC: 2, targetREST: 2}, targets)
+	assert.Equal(t, map[string]int{targetDirect: 6, targetCanned: 6, targetNaive: 6, targetGRPC: 6, targetREST: 6}, targets)
+	for _, res := range rep.Results {
+		if res.Target != targetDirect && res.Window.Kind != "latency" {
+			assert.Positive(t, res.Service.Mallocs, "%s %s: allocations counted", res.Window.Name(), res.Target)
+			assert.Positive(t, res.Service.Syscalls, "%s %s: system calls counted", res.Window.Name(), res.Target)
+		}
+	}
 
-	require.Len(t, rep.Children, 2)
+	require.Len(t, rep.Children, 3)
 	for _, c := range rep.Children {
 		assert.NoError(t, c.Err, "the %s child", c.Role)
 		// Reaped, so gone: the pid names no process (reuse so soon is implausible).
 		assert.ErrorIs(t, syscall.Kill(c.PID, 0), syscall.ESRCH, "the %s child is still there", c.Role)
 	}
 
-	want := []string{
-		"cpu.small-latency.pprof", "mem.small-latency.base.pprof", "mem.small-latency.pprof",
-		"cpu.small-throughput.pprof", "mem.small-throughput.base.pprof", "mem.small-throughput.pprof",
+	var want []string
+	for _, round := range []string{"", ".2"} {
+		for _, w := range []string{"small-rate", "small-latency", "small-throughput"} {
+			want = append(want, "cpu."+w+round+".pprof", "mem."+w+round+".base.pprof", "mem."+w+round+".pprof")
+		}
 	}
 	require.Len(t, rep.Profiles, len(want))
 	for i, name := range want {
@@ -102,7 +113,8 @@ func TestLoadtestShortRun(t *testing.T) {
 			assert.Positive(t, info.Size(), name)
 		}
 	}
-	for _, table := range []string{"small (latency)", "small (throughput)", "Markdown, for BENCHMARKS.md", "| rest |"} {
+	for _, table := range []string{"small (rate)", "small (latency)", "small (throughput)", "Markdown, for BENCHMARKS.md", "| rest |", "| naive |",
+		"small call CPU, gRPC ÷ floor", "REST ÷ gRPC answered calls/s"} {
 		assert.Contains(t, stdout.String(), table)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -236,4 +238,148 @@ func (m *memoryWatch) done() (int64, string) {
 		}
 	}
 	return m.maxRSS, "VmRSS sampled every 100ms"
+}
+
+// counters are a process's running totals that a window's difference divides by its
+// calls: context switches of all its live threads (/proc/PID/task/*/status, voluntary
+// and not), read and write system calls (/proc/PID/io syscr and syscw: every read(2) and
+// write(2) family call, sockets included; epoll and futex calls are not among them), and,
+// for the service, the heap allocations its runtime counted (go_memstats_mallocs_total
+// on its admin listener's /metrics).
+type counters struct {
+	CtxSwitches int64
+	Syscalls    int64
+	Mallocs     int64
+}
+
+// readCounters reads pid's counters; adminAddr, when set, is where its mallocs are.
+func readCounters(pid int, adminAddr string) (counters, error) {
+	var c counters
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return c, err
+	}
+	for _, t := range tasks {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		for line := range strings.SplitSeq(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				c.CtxSwitches += n
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				c.CtxSwitches += n
+			}
+		}
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return c, err
+	}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			c.Syscalls += n
+		} else if v, ok := strings.CutPrefix(line, "syscw:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			c.Syscalls += n
+		}
+	}
+	if adminAddr != "" {
+		if c.Mallocs, err = scrapeMallocs(adminAddr); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+var scrapeClient = &http.Client{Timeout: 10 * time.Second}
+
+// scrapeMallocs reads go_memstats_mallocs_total from the service's /metrics.
+func scrapeMallocs(adminAddr string) (int64, error) {
+	resp, err := scrapeClient.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	scanner := bufio.NewScanner(resp.Body)
+	scanner.Buffer(make([]byte, 64<<10), 1<<20)
+	for scanner.Scan() {
+		if v, ok := strings.CutPrefix(scanner.Text(), "go_memstats_mallocs_total "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f), err
+		}
+	}
+	if err := scanner.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("/metrics: no go_memstats_mallocs_total")
+}
+
+// driveRate makes calls at rate per second, open loop: each on its own goroutine at its
+// appointed time, whether or not earlier ones have ended, as independent callers would.
+// At most maxOutstanding are in flight; a call that finds them all taken counts as an
+// error ("overloaded"), so that a target that cannot keep up shows it.
+func driveRate(ctx context.Context, t target, token string, sameUser bool, rate int, d time.Duration) load {
+	const maxOutstanding = 512
+	var (
+		mu       sync.Mutex
+		res      load
+		kinds    = map[string]bool{}
+		wg       sync.WaitGroup
+		errCount atomic.Int64
+		slots    = make(chan struct{}, maxOutstanding)
+	)
+	fail := func(msg string) {
+		errCount.Add(1)
+		mu.Lock()
+		if !kinds[msg] && len(kinds) < maxErrorKinds {
+			kinds[msg] = true
+			res.ErrorKind = append(res.ErrorKind, msg)
+		}
+		mu.Unlock()
+	}
+	interval := time.Second / time.Duration(rate)
+	n := int(d / interval)
+	lat := make([]time.Duration, 0, n)
+	start := time.Now()
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			fail("overloaded: more than 512 calls in flight")
+			continue
+		}
+		user := token
+		if !sameUser {
+			user = token + emulator.UserSeparator + "r" + strconv.Itoa(i)
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			t0 := time.Now()
+			err := t.call(ctx, user)
+			elapsed := time.Since(t0)
+			if err == nil {
+				mu.Lock()
+				lat = append(lat, elapsed)
+				mu.Unlock()
+				return
+			}
+			if ctx.Err() == nil {
+				fail(err.Error())
+			}
+		})
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	slices.Sort(lat)
+	res.Latencies = lat
+	res.Errors = errCount.Load()
+	res.Calls = int64(len(lat)) + res.Errors
+	return res
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,7 +16,8 @@ import (
 // take before a window's figures are called disturbed.
 const disturbedShare = 0.10
 
-// print writes the report: a table and ratios per window, then the same in Markdown.
+// print writes the report: a table and ratios per window, the goals' figures, then the
+// same in Markdown. With several rounds, every figure is the median of the rounds'.
 func (r *report) print(w io.Writer) {
 	fmt.Fprintln(w)
 	for _, line := range r.preamble() {
@@ -29,21 +31,25 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "\n%s\n", windowTitle(win, rows))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, strings.Join(columns, "\t")+"\t")
-		for _, res := range rows {
-			fmt.Fprintln(tw, strings.Join(cells(res), "\t")+"\t")
+		for _, f := range rows {
+			fmt.Fprintln(tw, strings.Join(cells(f), "\t")+"\t")
 		}
 		_ = tw.Flush()
 		for _, line := range ratios(win, rows) { // none for a window cut short
 			fmt.Fprintf(w, "  %s\n", strings.Join(line, "  "))
 		}
-		for _, res := range rows {
-			if _, others := res.busyShares(); others > disturbedShare {
-				fmt.Fprintf(w, "  WARNING %s: the rest of the machine kept %.0f%% of the CPUs busy during the window; its figures are disturbed.\n", res.Target, 100*others)
+		for _, f := range rows {
+			if f.Others > disturbedShare {
+				fmt.Fprintf(w, "  WARNING %s: the rest of the machine kept %.0f%% of the CPUs busy during the window (median of the rounds); its figures are disturbed.\n", f.Target, 100*f.Others)
 			}
-			for _, e := range res.ErrorKind {
-				fmt.Fprintf(w, "  ERROR %s: %s\n", res.Target, e)
+			for _, e := range f.ErrorKind {
+				fmt.Fprintf(w, "  ERROR %s: %s\n", f.Target, e)
 			}
 		}
+	}
+	fmt.Fprintln(w)
+	for _, g := range r.goals() {
+		fmt.Fprintf(w, "%s: %s\n", g[0], g[1])
 	}
 	for _, c := range r.Children {
 		status := "exited 0 after SIGTERM"
@@ -57,6 +63,74 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "service profile: %s\n", p)
 	}
 	r.printMarkdown(w)
+}
+
+// figures are one target's figures in one window: the median of its rounds' each.
+type figures struct {
+	Target    string
+	Window    window
+	Rounds    int
+	Calls     int64 // of all rounds
+	Errors    int64 // of all rounds
+	ErrorKind []string
+	RPS       float64
+	P50, P99  time.Duration
+	// CPU time per call of each process.
+	ServiceCPU, EmulatorCPU, LoadgenCPU time.Duration
+	Ours, Others                        float64
+	ServicePeak, EmulatorPeak           int64
+	// Per call, in the service's process.
+	CtxSwitches, Syscalls, Mallocs float64
+	Sessions, Size                 int
+}
+
+func median[T int64 | float64 | time.Duration](vs []T) T {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// summarize gives the median figures of one target's rounds.
+func summarize(rounds []result) figures {
+	f := figures{Target: rounds[0].Target, Window: rounds[0].Window, Rounds: len(rounds),
+		Sessions: rounds[0].Sessions, Size: rounds[0].Size}
+	var rps, ours, others, ctxsw, sys, mallocs []float64
+	var p50, p99, svc, emu, gen []time.Duration
+	var svcPeak, emuPeak []int64
+	for _, res := range rounds {
+		f.Calls += res.Calls
+		f.Errors += res.Errors
+		for _, e := range res.ErrorKind {
+			if !slices.Contains(f.ErrorKind, e) {
+				f.ErrorKind = append(f.ErrorKind, e)
+			}
+		}
+		rps = append(rps, res.RPS())
+		p50 = append(p50, percentile(res.Latencies, 50))
+		p99 = append(p99, percentile(res.Latencies, 99))
+		svc = append(svc, res.perCall(res.ServiceCPU))
+		emu = append(emu, res.perCall(res.EmulatorCPU))
+		gen = append(gen, res.perCall(res.LoadgenCPU))
+		o, x := res.busyShares()
+		ours, others = append(ours, o), append(others, x)
+		svcPeak, emuPeak = append(svcPeak, res.ServicePeak), append(emuPeak, res.EmulatorPeak)
+		n := float64(max(res.Calls, 1))
+		ctxsw = append(ctxsw, float64(res.Service.CtxSwitches)/n)
+		sys = append(sys, float64(res.Service.Syscalls)/n)
+		mallocs = append(mallocs, float64(res.Service.Mallocs)/n)
+	}
+	f.RPS, f.P50, f.P99 = median(rps), median(p50), median(p99)
+	f.ServiceCPU, f.EmulatorCPU, f.LoadgenCPU = median(svc), median(emu), median(gen)
+	f.Ours, f.Others = median(ours), median(others)
+	f.ServicePeak, f.EmulatorPeak = median(svcPeak), median(emuPeak)
+	f.CtxSwitches, f.Syscalls, f.Mallocs = median(ctxsw), median(sys), median(mallocs)
+	return f
 }
 
 func (r *report) preamble() []string {
@@ -74,7 +148,9 @@ func (r *report) preamble() []string {
 	lines := []string{
 		fmt.Sprintf("Machine: %s %s/%s, %d CPUs, %s.", runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
 		"Processes: emulator (Plaid's side), service, and this load generator, each its own process on loopback.",
-		fmt.Sprintf("Each target measured alone, in turn, after %v of warm-up at the window's concurrency.", r.Config.Warmup),
+		fmt.Sprintf("Each target measured alone, in turn, after %v of warm-up at the window's load; %d rounds, each measuring every window for every target (the order of targets turning each round); every figure is the median of the rounds'.", r.Config.Warmup, r.Config.Rounds),
+		"Targets: direct (the emulator, as a caller would call Plaid), canned (the floor: a bare grpc-go server answering from memory), naive (an afternoon's proxy: dynamic gRPC service, shared net/http client, protojson into dynamicpb), grpc and rest (the service). canned runs in the service's process, naive in one of its own; the service columns of each row are those of the process that served it.",
+		"Context switches per call: voluntary and involuntary, of all the serving process's threads (/proc/PID/task/*/status); syscalls: read and write calls (/proc/PID/io syscr+syscw); allocs: go_memstats_mallocs_total of the service process.",
 		"Users: " + users + ".",
 		callLogs(r.Config.CallLogs),
 		"CPU per call: utime+stime from /proc/PID/stat over the window, USER_HZ taken as 100 (10ms resolution), divided by the window's calls.",
@@ -88,78 +164,151 @@ func (r *report) preamble() []string {
 	return lines
 }
 
-// window is the results of win, in target order.
-func (r *report) window(win window) []result {
-	var rows []result
+// window is the figures of win, one per target, in target order.
+func (r *report) window(win window) []figures {
+	var order []string
+	by := map[string][]result{}
 	for _, res := range r.Results {
-		if res.Window == win {
-			rows = append(rows, res)
+		if res.Window != win {
+			continue
 		}
+		if by[res.Target] == nil {
+			order = append(order, res.Target)
+		}
+		by[res.Target] = append(by[res.Target], res)
+	}
+	rank := func(t string) int { return slices.Index(targetOrder, t) }
+	slices.SortStableFunc(order, func(a, b string) int { return rank(a) - rank(b) })
+	rows := make([]figures, 0, len(order))
+	for _, t := range order {
+		rows = append(rows, summarize(by[t]))
 	}
 	return rows
 }
 
-func windowTitle(win window, rows []result) string {
+var targetOrder = []string{targetDirect, targetCanned, targetNaive, targetGRPC, targetREST}
+
+func windowTitle(win window, rows []figures) string {
 	sizes := make([]string, 0, len(rows))
-	for _, res := range rows {
-		sizes = append(sizes, fmt.Sprintf("%s %s", res.Target, bytesIEC(int64(res.Size))))
+	for _, f := range rows {
+		sizes = append(sizes, fmt.Sprintf("%s %s", f.Target, bytesIEC(int64(f.Size))))
 	}
-	return fmt.Sprintf("%s (%s): %s, %d sessions (answer size: %s), concurrency %d, %v per target",
-		win.Scenario, win.Kind, win.Token, rows[0].Sessions, strings.Join(sizes, ", "), win.Concurrency, win.Duration)
+	return fmt.Sprintf("%s (%s): %s, %d sessions (answer size: %s), %s, %v per target, median of %d rounds",
+		win.Scenario, win.Kind, win.Token, rows[0].Sessions, strings.Join(sizes, ", "), win.load(), win.Duration, rows[0].Rounds)
 }
 
 var columns = []string{"target", "calls", "req/s", "p50", "p99", "errors",
-	"service CPU/call", "emulator CPU/call", "loadgen CPU/call", "CPU ours", "CPU others", "service peak RSS", "emulator peak RSS"}
+	"service CPU/call", "emulator CPU/call", "loadgen CPU/call", "CPU ours", "CPU others", "service peak RSS", "emulator peak RSS",
+	"service ctx switches/call", "service read+write syscalls/call", "service allocs/call"}
 
-func cells(res result) []string {
-	large := res.Window.Scenario != "small"
-	svcCPU, svcPeak := "-", "-" // direct calls do not reach the service
-	if res.Target != targetDirect {
-		svcCPU, svcPeak = cpuPerCall(res.perCall(res.ServiceCPU), large), bytesIEC(res.ServicePeak)
+func cells(f figures) []string {
+	large := f.Window.Scenario != "small"
+	svcCPU, svcPeak, ctxsw, sys, mallocs := "-", "-", "-", "-", "-" // direct calls do not reach the service
+	if f.Target != targetDirect {
+		svcCPU, svcPeak = cpuPerCall(f.ServiceCPU, large), bytesIEC(f.ServicePeak)
+		ctxsw, sys, mallocs = fmt.Sprintf("%.2f", f.CtxSwitches), fmt.Sprintf("%.2f", f.Syscalls), fmt.Sprintf("%.0f", f.Mallocs)
 	}
-	ours, others := res.busyShares()
 	return []string{
-		res.Target,
-		fmt.Sprint(res.Calls),
-		fmt.Sprintf("%.0f", res.RPS()),
-		latency(percentile(res.Latencies, 50), large),
-		latency(percentile(res.Latencies, 99), large),
-		fmt.Sprint(res.Errors),
+		f.Target,
+		fmt.Sprint(f.Calls),
+		fmt.Sprintf("%.0f", f.RPS),
+		latency(f.P50, large),
+		latency(f.P99, large),
+		fmt.Sprint(f.Errors),
 		svcCPU,
-		cpuPerCall(res.perCall(res.EmulatorCPU), large),
-		cpuPerCall(res.perCall(res.LoadgenCPU), large),
-		fmt.Sprintf("%.0f%%", 100*ours),
-		fmt.Sprintf("%.0f%%", 100*others),
+		cpuPerCall(f.EmulatorCPU, large),
+		cpuPerCall(f.LoadgenCPU, large),
+		fmt.Sprintf("%.0f%%", 100*f.Ours),
+		fmt.Sprintf("%.0f%%", 100*f.Others),
 		svcPeak,
-		bytesIEC(res.EmulatorPeak),
+		bytesIEC(f.EmulatorPeak),
+		ctxsw, sys, mallocs,
 	}
 }
 
-// ratios compares the targets of one window: throughput, then latency added over direct.
-func ratios(win window, rows []result) [][]string {
-	by := map[string]result{}
-	for _, res := range rows {
-		by[res.Target] = res
+// ratios compares the targets of one window: throughput, latency added over direct,
+// and CPU per call against the floor and the naive proxy.
+func ratios(win window, rows []figures) [][]string {
+	by := map[string]figures{}
+	for _, f := range rows {
+		by[f.Target] = f
 	}
-	if len(by) < 3 {
+	if len(by) < len(targetOrder) {
 		return nil
 	}
-	direct, canned, g, rest := by[targetDirect], by[targetCanned], by[targetGRPC], by[targetREST]
+	direct, canned, naive, g, rest := by[targetDirect], by[targetCanned], by[targetNaive], by[targetGRPC], by[targetREST]
 	large := win.Scenario != "small"
-	added := func(res result, p float64) string {
-		d := percentile(res.Latencies, p) - percentile(direct.Latencies, p)
+	added := func(d time.Duration) string {
 		if d < 0 {
 			return latency(d, large)
 		}
 		return "+" + latency(d, large)
 	}
+	cpu := func(a, b figures) string { return ratio(a.ServiceCPU.Seconds(), b.ServiceCPU.Seconds()) }
 	return [][]string{
-		{"req/s ratio:", "grpc/direct " + ratio(g.RPS(), direct.RPS()), "rest/direct " + ratio(rest.RPS(), direct.RPS()), "rest/grpc " + ratio(rest.RPS(), g.RPS())},
-		{fmt.Sprintf("p50 added over direct at concurrency %d:", win.Concurrency), "grpc " + added(g, 50), "rest " + added(rest, 50)},
-		{fmt.Sprintf("p99 added over direct at concurrency %d:", win.Concurrency), "grpc " + added(g, 99), "rest " + added(rest, 99)},
-		{"service CPU per call over canned:", "grpc " + ratio(g.perCall(g.ServiceCPU).Seconds(), canned.perCall(canned.ServiceCPU).Seconds()),
-			"rest " + ratio(rest.perCall(rest.ServiceCPU).Seconds(), canned.perCall(canned.ServiceCPU).Seconds())},
+		{"req/s ratio:", "grpc/direct " + ratio(g.RPS, direct.RPS), "rest/direct " + ratio(rest.RPS, direct.RPS), "rest/grpc " + ratio(rest.RPS, g.RPS)},
+		{"p50 added over direct:", "grpc " + added(g.P50-direct.P50), "rest " + added(rest.P50-direct.P50)},
+		{"p99 added over direct:", "grpc " + added(g.P99-direct.P99), "rest " + added(rest.P99-direct.P99)},
+		{"service CPU per call over canned:", "grpc " + cpu(g, canned), "rest " + cpu(rest, canned), "naive " + cpu(naive, canned)},
+		{"service CPU per call over naive:", "grpc " + cpu(g, naive), "rest " + cpu(rest, naive)},
+		{"p50 over (direct + canned):", "grpc " + ratio(g.P50.Seconds(), (direct.P50+canned.P50).Seconds()),
+			"rest " + ratio(rest.P50.Seconds(), (direct.P50+canned.P50).Seconds())},
 	}
+}
+
+// goals are the performance issue's figures, from the windows that measure them.
+func (r *report) goals() [][2]string {
+	fig := func(scenario, kind, target string) (figures, bool) {
+		for _, win := range r.Config.windows() {
+			if win.Scenario == scenario && win.Kind == kind {
+				for _, f := range r.window(win) {
+					if f.Target == target {
+						return f, true
+					}
+				}
+			}
+		}
+		return figures{}, false
+	}
+	var out [][2]string
+	cpuRatio := func(name, scenario, kind, a, b string) {
+		fa, ok1 := fig(scenario, kind, a)
+		fb, ok2 := fig(scenario, kind, b)
+		if ok1 && ok2 {
+			out = append(out, [2]string{name, fmt.Sprintf("%s (%v ÷ %v)", ratio(fa.ServiceCPU.Seconds(), fb.ServiceCPU.Seconds()),
+				fa.ServiceCPU.Round(time.Microsecond), fb.ServiceCPU.Round(time.Microsecond))})
+		}
+	}
+	cpuRatio("small call CPU, gRPC ÷ floor", "small", "rate", targetGRPC, targetCanned)
+	cpuRatio("small call CPU, REST ÷ floor", "small", "rate", targetREST, targetCanned)
+	cpuRatio("small call CPU, gRPC ÷ naive proxy", "small", "rate", targetGRPC, targetNaive)
+	cpuRatio("small call CPU, REST ÷ naive proxy", "small", "rate", targetREST, targetNaive)
+	for _, kind := range []string{"c1", "c4"} {
+		cpuRatio("10,000-session call CPU ÷ naive proxy, gRPC, "+kind, "large", kind, targetGRPC, targetNaive)
+		cpuRatio("10,000-session call CPU ÷ naive proxy, REST, "+kind, "large", kind, targetREST, targetNaive)
+	}
+	direct, ok1 := fig("small", "latency", targetDirect)
+	canned, ok2 := fig("small", "latency", targetCanned)
+	g, ok3 := fig("small", "latency", targetGRPC)
+	rest, ok4 := fig("small", "latency", targetREST)
+	if ok1 && ok2 && ok3 && ok4 {
+		floor := (direct.P50 + canned.P50).Seconds()
+		out = append(out, [2]string{"p50 at concurrency 1 ÷ (direct + floor), gRPC / REST",
+			fmt.Sprintf("%s / %s (%v, %v ÷ %v + %v)", ratio(g.P50.Seconds(), floor), ratio(rest.P50.Seconds(), floor),
+				g.P50.Round(time.Microsecond), rest.P50.Round(time.Microsecond), direct.P50.Round(time.Microsecond), canned.P50.Round(time.Microsecond))})
+	}
+	g, ok1 = fig("small", "throughput", targetGRPC)
+	rest, ok2 = fig("small", "throughput", targetREST)
+	if ok1 && ok2 {
+		out = append(out, [2]string{"REST ÷ gRPC answered calls/s, closed loop", fmt.Sprintf("%s (%.0f ÷ %.0f)", ratio(rest.RPS, g.RPS), rest.RPS, g.RPS)})
+	}
+	g, ok1 = fig("large", "throughput", targetGRPC)
+	rest, ok2 = fig("large", "throughput", targetREST)
+	if ok1 && ok2 {
+		out = append(out, [2]string{fmt.Sprintf("peak RSS, %d × 10k sessions in flight, gRPC / REST", g.Window.Concurrency),
+			bytesIEC(g.ServicePeak) + " / " + bytesIEC(rest.ServicePeak)})
+	}
+	return out
 }
 
 func ratio(a, b float64) string {
@@ -215,7 +364,6 @@ func (r *report) printMarkdown(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	var summary [][]string
 	for _, win := range r.Config.windows() {
 		rows := r.window(win)
 		if len(rows) == 0 {
@@ -224,30 +372,23 @@ func (r *report) printMarkdown(w io.Writer) {
 		fmt.Fprintf(w, "\n**%s**\n\n", windowTitle(win, rows))
 		row(columns)
 		rule(len(columns))
-		for _, res := range rows {
-			row(cells(res))
+		for _, f := range rows {
+			row(cells(f))
 		}
-		rs := ratios(win, rows)
-		if rs == nil {
-			continue
+		for _, line := range ratios(win, rows) {
+			fmt.Fprintf(w, "\n%s", strings.Join(line, " "))
 		}
-		summary = append(summary, []string{
-			fmt.Sprintf("%s, concurrency %d", win.Scenario, win.Concurrency),
-			strings.TrimPrefix(rs[0][1], "grpc/direct "), strings.TrimPrefix(rs[0][2], "rest/direct "), strings.TrimPrefix(rs[0][3], "rest/grpc "),
-			strings.TrimPrefix(rs[1][1], "grpc "), strings.TrimPrefix(rs[1][2], "rest "),
-			strings.TrimPrefix(rs[3][1], "grpc "), strings.TrimPrefix(rs[3][2], "rest "),
-		})
+		fmt.Fprintln(w)
 	}
-	if len(summary) == 0 {
+	goals := r.goals()
+	if len(goals) == 0 {
 		return
 	}
-	fmt.Fprint(w, "\n**The service against calling Plaid directly**\n\n")
-	head := []string{"window", "req/s grpc ÷ direct", "req/s rest ÷ direct", "req/s rest ÷ grpc", "p50 added, grpc", "p50 added, rest",
-		"CPU/call grpc ÷ canned", "CPU/call rest ÷ canned"}
-	row(head)
-	rule(len(head))
-	for _, s := range summary {
-		row(s)
+	fmt.Fprint(w, "\n**The issue's figures**\n\n")
+	row([]string{"figure", "this run"})
+	rule(2)
+	for _, g := range goals {
+		row(g[:])
 	}
 }
 
@@ -269,7 +410,7 @@ func cpuModel() string {
 
 func callLogs(on bool) string {
 	if on {
-		return "Service logs: a JSON line per call (-call-logs), written to the null device."
+		return "Service logs: a JSON line per call (-call-logs, the default, as shipped), written to the null device through the service's log writer."
 	}
 	return "Service logs: warnings only; -call-logs adds the production line per call."
 }

@@ -23,6 +23,7 @@ import (
 const (
 	targetDirect = "direct"
 	targetCanned = "canned" // the floor: a bare gRPC server with the answer at hand
+	targetNaive  = "naive"  // the naive proxy: what an afternoon's work would be (see naive)
 	targetGRPC   = "grpc"
 	targetREST   = "rest"
 )

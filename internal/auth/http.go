@@ -35,13 +35,15 @@ func (s *Security) HTTP(next http.Handler) http.Handler {
 // grpc-gateway or the connection may set.
 func stripForgeable(h http.Header) {
 	for k := range h {
-		lk := strings.ToLower(k)
-		if md, ok := strings.CutPrefix(lk, "grpc-metadata-"); ok {
-			lk = md
+		lk := k
+		if len(lk) > len("grpc-metadata-") && strings.EqualFold(lk[:len("grpc-metadata-")], "grpc-metadata-") {
+			lk = lk[len("grpc-metadata-"):]
 		}
+		// Compared without folding the key into a new string: this runs on every header
+		// of every REST call, and strings.ToLower allocated for each canonical key.
 		switch {
-		case lk == "authorization", lk == "forwarded", strings.HasPrefix(lk, "x-forwarded-"),
-			strings.HasPrefix(lk, "grpcgateway-"):
+		case strings.EqualFold(lk, "authorization"), strings.EqualFold(lk, "forwarded"), hasPrefixFold(lk, "x-forwarded-"),
+			hasPrefixFold(lk, "grpcgateway-"):
 			delete(h, k)
 		}
 	}
@@ -55,4 +57,8 @@ func Transport(ctx context.Context) string {
 		return "rest"
 	}
 	return "grpc"
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/creditsessions/creditsessions/internal/resilience"
 	"github.com/creditsessions/creditsessions/internal/watch"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -31,7 +30,7 @@ type Metrics struct {
 	// GRPC counts and times every call, gRPC and REST alike (the mirror runs the same
 	// interceptor chain): grpc_server_started_total, grpc_server_handled_total,
 	// grpc_server_handling_seconds.
-	GRPC *grpcprom.ServerMetrics
+	GRPC *GRPCMetrics
 
 	upstreamRequests *prometheus.CounterVec
 	upstreamSeconds  *prometheus.HistogramVec
@@ -41,8 +40,7 @@ type Metrics struct {
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		GRPC: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}))),
+		GRPC:     newGRPCMetrics([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
 		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditsessions_upstream_requests_total",
 			Help: "Requests sent to Plaid, by outcome (ok, plaid_error, protocol_error, transport_error, canceled) and Plaid error code.",

@@ -125,7 +125,7 @@ func TestLateCallerDoesNotJoinAnExpiredSharedCall(t *testing.T) {
 	require.Eventually(t, func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		c := g.calls["\x00\x00u"] // no credentials: the service's
+		c := g.calls[callKey{user: "u"}] // no credentials: the service's
 		if c == nil {
 			return false
 		}

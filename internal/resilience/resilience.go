@@ -166,7 +166,7 @@ type Guard struct {
 	budget   retryBudget
 
 	mu      sync.Mutex
-	calls   map[string]*sharedCall
+	calls   map[callKey]*sharedCall
 	runners runners
 
 	users       userMemory
@@ -192,8 +192,8 @@ func New(next Upstream, cfg Config) *Guard {
 		next:    next,
 		slots:   make(chan struct{}, cfg.MaxInFlight),
 		budget:  retryBudget{tokens: cfg.RetryBudgetBurst, max: cfg.RetryBudgetBurst, ratio: cfg.RetryBudgetRatio},
-		calls:   make(map[string]*sharedCall),
-		runners: runners{work: make(chan func())},
+		calls:   make(map[callKey]*sharedCall),
+		runners: runners{work: make(chan *sharedCall)},
 		users: userMemory{users: make(map[userKey]*userRecord), max: cfg.MaxRememberedUsers,
 			forget: cfg.FailureMemory, after: cfg.IsolateAfter, isolate: cfg.IsolateFor},
 	}
@@ -208,6 +208,9 @@ func New(next Upstream, cfg Config) *Guard {
 		},
 		IsSuccessful: func(err error) bool { _, failed := classify(err); return !failed },
 		IsExcluded: func(err error) bool {
+			if err == nil {
+				return false // before the target of errors.As, which would escape on every call
+			}
 			var user *userScoped
 			return errors.Is(err, errCallerGone) || errors.Is(err, ErrOverloaded) || errors.As(err, &user)
 		},
@@ -307,6 +310,9 @@ func (g *Guard) attempt(ctx context.Context, c call) (*creditv1.CreditSessionsGe
 		g.fastFailed.Add(1)
 		wait := g.cfg.BreakerOpenFor - time.Since(time.Unix(0, g.openedAt.Load()))
 		return nil, &CircuitOpenError{RetryAfter: max(wait, 100*time.Millisecond)}
+	}
+	if err == nil {
+		return resp, nil // before the targets of errors.As, which escape
 	}
 	var gone *callerGone
 	if errors.As(err, &gone) {
