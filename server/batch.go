@@ -4,8 +4,10 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/audit"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 
 	"google.golang.org/grpc/codes"
@@ -46,6 +48,7 @@ func (s *Service) BatchGetCreditSessions(ctx context.Context, req *creditv1.Batc
 	if ci := callInfoFrom(ctx); ci != nil {
 		ci.tokenHash = "" // a batch names many users: none in its log line
 	}
+	audit.NoteFrom(ctx).ClearUser() // the placeholder's; each user read gets a record of its own
 	cr := cacheRequest{}
 	if s.cache != nil {
 		cr = cacheRequestOf(ctx)
@@ -81,6 +84,9 @@ func (s *Service) BatchGetCreditSessions(ctx context.Context, req *creditv1.Batc
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
+	if note := audit.NoteFrom(ctx); note != nil {
+		note.SetBatch(batchUsers(order, results, base.Credentials.ClientID, cr.uses()))
+	}
 	out := &creditv1.BatchGetCreditSessionsResponse{Results: make([]*creditv1.BatchGetCreditSessionsResult, len(tokens))}
 	for i, t := range tokens {
 		out.Results[i] = results[distinct[t]]
@@ -107,4 +113,24 @@ func (s *Service) batchOne(ctx context.Context, base plaid.Request, token string
 		r.Age = &ans.age
 	}
 	return r
+}
+
+// batchUsers is what each distinct user of a batch got, for the audit trail: one record
+// per user read.
+func batchUsers(tokens []string, results []*creditv1.BatchGetCreditSessionsResult, clientID string, cacheUsed bool) []audit.BatchUser {
+	users := make([]audit.BatchUser, len(tokens))
+	for i, r := range results {
+		u := audit.BatchUser{UserToken: tokens[i], ClientID: clientID, CacheUsed: cacheUsed}
+		if st := r.GetError(); st != nil {
+			u.Code = codes.Code(st.GetCode())
+		} else {
+			u.RequestID = r.GetResponse().GetRequestId()
+			u.Sessions = len(r.GetResponse().GetSessions())
+			if r.Age != nil {
+				u.Cached, u.Age = true, time.Duration(r.GetAge())*time.Second
+			}
+		}
+		users[i] = u
+	}
+	return users
 }

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -111,6 +112,7 @@ func tokenSHA(token string) string {
 const (
 	getMethod   = "/plaid.credit.v1.CreditService/CreditSessionsGet"
 	watchMethod = "/plaid.credit.v1.CreditService/WatchCreditSessions"
+	batchMethod = "/plaid.credit.v1.CreditService/BatchGetCreditSessions"
 )
 
 // Every read of a user's data and every refusal, over gRPC and REST, leaves exactly one
@@ -248,6 +250,59 @@ func TestEveryReadAndRefusalLeavesOneRecord(t *testing.T) {
 		assert.Empty(t, r.AuthzRule, "no allow rule matched")
 		assert.Equal(t, []grpcaudit.Event{{FullMethodName: getMethod, PolicyName: "creditsessions"}}, a59.take(),
 			"no SPIFFE ID in a DNS-only certificate: no principal, as in grpc-go")
+	})
+	// A batch reads many users: one record per distinct user, each with its own outcome,
+	// so "who read this user?" finds batch reads as it finds single ones.
+	batchTokens := []string{"user-sandbox-example#batch", "user-sandbox-empty#batch", "user-sandbox-example#batch", "nobody"}
+	checkBatch := func(t *testing.T, transport string, recs []audit.Record) {
+		t.Helper()
+		require.Len(t, recs, 3, "one record per distinct user")
+		byUser := map[string]audit.Record{}
+		for _, r := range recs {
+			same(t, want(operatorID, transport, batchMethod, r.Code), r)
+			assert.Equal(t, clientID, r.PlaidClientID)
+			byUser[r.UserTokenSHA256] = r
+		}
+		ok := byUser[tokenSHA(batchTokens[0])]
+		assert.Equal(t, "OK", ok.Code)
+		assert.Equal(t, 2, ok.Sessions)
+		assert.NotEmpty(t, ok.PlaidRequestID)
+		empty := byUser[tokenSHA(batchTokens[1])]
+		assert.Equal(t, "OK", empty.Code)
+		assert.Zero(t, empty.Sessions)
+		unknown := byUser[tokenSHA("nobody")]
+		assert.Equal(t, "NotFound", unknown.Code, "a token Plaid does not know")
+		assert.Zero(t, unknown.Sessions)
+	}
+	t.Run("grpc: batch", func(t *testing.T) {
+		c, _ := p.grpcClient(t, grpcAddr, &p.operator)
+		resp, err := c.BatchGetCreditSessions(ctx, &creditv1.BatchGetCreditSessionsRequest{UserTokens: batchTokens})
+		require.NoError(t, err)
+		require.Len(t, resp.GetResults(), len(batchTokens))
+		checkBatch(t, "grpc", tr.next())
+		a59.take()
+	})
+	t.Run("rest: batch", func(t *testing.T) {
+		body, err := json.Marshal(map[string]any{"user_tokens": batchTokens})
+		require.NoError(t, err)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, rest+"/credit/sessions/batch_get", bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := p.httpClient(t, &p.operator).Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		checkBatch(t, "rest", tr.next())
+		a59.take()
+	})
+	t.Run("grpc: a batch refused whole is one record", func(t *testing.T) {
+		c, _ := p.grpcClient(t, grpcAddr, &p.operator)
+		_, err := c.BatchGetCreditSessions(ctx, &creditv1.BatchGetCreditSessionsRequest{UserTokens: []string{"user-sandbox-example", ""}})
+		require.Equal(t, codes.InvalidArgument, status.Code(err))
+		r := one(t)
+		same(t, want(operatorID, "grpc", batchMethod, "InvalidArgument"), r)
+		assert.Empty(t, r.UserTokenSHA256, "nobody's data was read")
+		a59.take()
 	})
 	good := token(t, p.rsaKey, "rsa-1", saClaims(saUnderwriter))
 	forged := http.Header{

@@ -43,12 +43,27 @@ func (l *Log) Unary(transport TransportOf) grpc.UnaryServerInterceptor {
 			return resp, err
 		}
 		e.transport, e.code, e.end = transport(ctx), status.Code(err), time.Now()
-		if !l.add(&e) && l.opts.Required && err == nil {
+		if !l.addCall(&e) && l.opts.Required && err == nil {
 			l.opts.Metrics.refuse()
 			return nil, errUnavailable
 		}
 		return resp, err
 	}
+}
+
+// addCall queues a unary call's records: one, or for a batch that read users, one per
+// user, each with that user's outcome. False when any cannot be kept.
+func (l *Log) addCall(e *entry) bool {
+	if len(e.note.batch) == 0 || e.code != codes.OK {
+		return l.add(e)
+	}
+	kept := true
+	for _, u := range e.note.batch {
+		one := *e
+		one.note, one.code = e.note.forUser(u), u.Code
+		kept = l.add(&one) && kept
+	}
+	return kept
 }
 
 // Stream is Unary's counterpart for streams: one record when the stream ends, with

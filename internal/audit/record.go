@@ -14,6 +14,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"time"
+
+	"google.golang.org/grpc/codes"
 )
 
 // SchemaVersion is the "v" of every record this package writes. Adding an optional
@@ -83,6 +85,27 @@ type Note struct {
 	sessions        int
 	cacheHit        *bool
 	cacheAgeSeconds *float64
+	batch           []BatchUser
+}
+
+// BatchUser is what one user of a batch got: a batch call leaves one record per
+// distinct user it read, each with that user's outcome, so the trail answers "who read
+// this user" for batches as for single calls.
+type BatchUser struct {
+	// UserToken is hashed into the record; the token itself is never kept.
+	UserToken string
+	// ClientID is the Plaid client id the read used ("" for the service's own).
+	ClientID string
+	// RequestID is Plaid's request id of the answer (or of its error), if any.
+	RequestID string
+	// Sessions is how many credit sessions the caller was sent for this user.
+	Sessions int
+	// Code is this user's outcome: OK, or the status its result carries.
+	Code codes.Code
+	// CacheUsed says the caller allowed the cache; Cached and Age say whether the answer
+	// came from it, and how old it was.
+	CacheUsed, Cached bool
+	Age               time.Duration
 }
 
 type noteKey struct{}
@@ -120,6 +143,13 @@ func (n *Note) SetUser(userToken, clientID string) {
 	n.clientID = clientID
 }
 
+// ClearUser forgets a user set by SetUser: a batch names its users one by one.
+func (n *Note) ClearUser() {
+	if n != nil {
+		n.hasToken, n.clientID = false, ""
+	}
+}
+
 // SetRequestID records Plaid's request id for the answer the call was given.
 func (n *Note) SetRequestID(id string) {
 	if n != nil && n.requestID == "" {
@@ -145,6 +175,25 @@ func (n *Note) SetCache(hit bool, age time.Duration) {
 		secs := age.Seconds()
 		n.cacheAgeSeconds = &secs
 	}
+}
+
+// SetBatch records the users a batch read, one record each (see BatchUser). The
+// handler calls it once, after its fan-out is done, from the call's own goroutine.
+func (n *Note) SetBatch(users []BatchUser) {
+	if n != nil {
+		n.batch = users
+	}
+}
+
+// forUser is the Note of one user of a batch: the call's caller, with that user's read.
+func (n *Note) forUser(u BatchUser) Note {
+	one := Note{caller: n.caller, refusal: n.refusal, rule: n.rule}
+	one.SetUser(u.UserToken, u.ClientID)
+	one.requestID, one.sessions = u.RequestID, u.Sessions
+	if u.CacheUsed {
+		one.SetCache(u.Cached, u.Age)
+	}
+	return one
 }
 
 // timeFormat is RFC 3339 with nanoseconds, fixed width so that records sort as text.
