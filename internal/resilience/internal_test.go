@@ -188,3 +188,24 @@ func TestLateCallerDoesNotJoinAnExpiredSharedCall(t *testing.T) {
 	close(u.release)
 	require.NoError(t, <-result)
 }
+
+// untilCanceled answers only when its attempt's context ends, with that context's error.
+type untilCanceled struct{}
+
+func (untilCanceled) CreditSessionsGet(ctx context.Context, _ plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A shared call canceled because its caller's deadline passed ends, for that caller, in
+// context.DeadlineExceeded, even when the caller's own context has not noticed its
+// deadline yet (its timer fires at the same instant as the call's, in either order).
+// It ended in context.Canceled, which the REST mirror answered with 499 "call canceled"
+// instead of 504: a busy machine saw it one run in three.
+func TestASharedCallEndedByItsDeadlineSaysDeadlineExceeded(t *testing.T) {
+	g := New(untilCanceled{}, Config{MaxAttempts: 1})
+	ctx := frozenDeadline{Context: context.Background(), deadline: time.Now().Add(50 * time.Millisecond)}
+	_, err := g.CreditSessionsGet(ctx, plaid.Request{UserToken: "u"})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
