@@ -317,7 +317,11 @@ func TestPlannedMaintenanceHonoursPlaidsDelay(t *testing.T) {
 // budget as it arrives: calls wait for their turn instead of all buffering at once.
 func TestChunkedAnswersAreBudgeted(t *testing.T) {
 	const limit = 6 << 20
-	s := start(t, app.Config{AnswerMemory: limit})
+	// The calls take turns for the memory, each decoding 10,000 sessions: under -race on
+	// a busy machine the last of them outlived the default 10 s attempt timeout, which
+	// is not what this test is about.
+	s := start(t, app.Config{AnswerMemory: limit, Resilience: resilience.Config{
+		AttemptTimeout: 2 * time.Minute, CallTimeout: 3 * time.Minute}})
 	// The memory held, sampled while the calls run: chunked bodies are counted as they
 	// arrive, and never past the limit.
 	var most atomic.Int64
