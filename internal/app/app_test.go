@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -357,7 +358,8 @@ type plaidCompatible struct {
 	contentType string // "" means application/json
 	location    string // a Location header, for redirects
 	answer      string
-	canceled    chan struct{} // closed when a request's context ends before it is answered
+	canceled    chan struct{} // closed when the first request's context ends before it is answered
+	cancelOnce  sync.Once     // a blocking upstream serves many requests: a retry, the REST call after the gRPC one
 	block       bool
 }
 
@@ -368,7 +370,7 @@ func (p *plaidCompatible) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	if p.block {
 		<-r.Context().Done()
-		close(p.canceled)
+		p.cancelOnce.Do(func() { close(p.canceled) })
 		return
 	}
 	contentType := p.contentType
@@ -392,6 +394,49 @@ func startUpstream(t *testing.T, p *plaidCompatible) string {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// A blocking upstream sees every request it blocks end, however many there are: the
+// exposure test sends it a gRPC and a REST call, and retries are more requests still.
+// Its handler closed its channel once per request, and the second panicked.
+func TestABlockingUpstreamServesManyRequests(t *testing.T) {
+	p := &plaidCompatible{block: true, canceled: make(chan struct{})}
+	errs := &syncBuffer{}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(errs, "", 0)}
+	ln := listen(t)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ln.Addr().String()+"/credit/sessions/get", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		result := make(chan error, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			result <- err
+		}()
+		require.Eventually(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.body != nil }, 10*time.Second, time.Millisecond,
+			"the request arrived")
+		cancel()
+		require.ErrorIs(t, <-result, context.Canceled)
+		p.mu.Lock()
+		p.body = nil
+		p.mu.Unlock()
+	}
+	// Shutdown returns once every connection is closed: every handler has returned.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, srv.Shutdown(ctx))
+	require.ErrorIs(t, <-served, http.ErrServerClosed)
+	select {
+	case <-p.canceled:
+	default:
+		t.Fatal("canceled was not closed")
+	}
+	assert.NotContains(t, errs.String(), "panic")
 }
 
 func TestServesFromAnotherPlaidCompatibleServer(t *testing.T) {

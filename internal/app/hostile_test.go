@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,11 +155,24 @@ func TestThousandsOfHeadersAreRefused(t *testing.T) {
 		}
 		const frag = 16 << 10
 		data := block.Bytes()
-		require.NoError(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: data[:frag], EndStream: true}))
-		for data = data[frag:]; len(data) > 0; {
-			n := min(frag, len(data))
-			require.NoError(t, c.fr.WriteContinuation(1, n == len(data), data[:n]))
-			data = data[n:]
+		// The server may refuse the block before it has all of it, and close the
+		// connection while the frames are still being written: also an answer. Whether
+		// it has by then is the scheduler's choice (a busy machine saw a broken pipe).
+		closedByServer := func(err error) bool {
+			if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+				return true
+			}
+			require.NoError(t, err)
+			return false
+		}
+		if !closedByServer(c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: data[:frag], EndStream: true})) {
+			for data = data[frag:]; len(data) > 0; {
+				n := min(frag, len(data))
+				if closedByServer(c.fr.WriteContinuation(1, n == len(data), data[:n])) {
+					break
+				}
+				data = data[n:]
+			}
 		}
 		// The stream ends with an error, and the call never runs.
 		calls := s.app.Emulator().Calls()

@@ -317,7 +317,11 @@ func TestPlannedMaintenanceHonoursPlaidsDelay(t *testing.T) {
 // budget as it arrives: calls wait for their turn instead of all buffering at once.
 func TestChunkedAnswersAreBudgeted(t *testing.T) {
 	const limit = 6 << 20
-	s := start(t, app.Config{AnswerMemory: limit})
+	// The calls take turns for the memory, each decoding 10,000 sessions: under -race on
+	// a busy machine the last of them outlived the default 10 s attempt timeout, which
+	// is not what this test is about.
+	s := start(t, app.Config{AnswerMemory: limit, Resilience: resilience.Config{
+		AttemptTimeout: 2 * time.Minute, CallTimeout: 3 * time.Minute}})
 	// The memory held, sampled while the calls run: chunked bodies are counted as they
 	// arrive, and never past the limit.
 	var most atomic.Int64
@@ -388,4 +392,106 @@ func TestChunkedAnswersAreBudgeted(t *testing.T) {
 	assert.LessOrEqual(t, most.Load(), int64(limit))
 	m := s.scrape(t)
 	assert.Zero(t, m["creditsessions_answer_memory_bytes"][""], "all given back")
+}
+
+// An outage seen through only two users (one calling over gRPC, one over REST) opens the
+// breaker within a few attempts: their repeated failures are Plaid's, not theirs, since
+// nobody is answered between. Nobody is isolated for it, and the metrics say upstream.
+// Before, each user's failure counted once per -failure-memory, two users never added up
+// to the breaker's thresholds, and both users were isolated instead.
+func TestAnOutageSeenThroughTwoUsersOpensTheBreaker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	refused := "http://" + ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now: connection refused
+
+	for _, tt := range []struct {
+		name   string
+		cfg    app.Config
+		faults emulator.Faults
+		reason resilience.Kind
+	}{
+		{name: "plaid 500 for every call", faults: emulator.Faults{ErrorRate: 1}, reason: resilience.KindPlaidError},
+		{name: "every body stalls", faults: emulator.Faults{StallRate: 1},
+			cfg:    app.Config{Resilience: resilience.Config{AttemptTimeout: 200 * time.Millisecond}},
+			reason: resilience.KindTimeout},
+		{name: "connection refused",
+			cfg: app.Config{Plaid: app.PlaidConfig{BaseURL: refused,
+				Credentials: plaid.Credentials{ClientID: "id", Secret: "secret"}}},
+			reason: resilience.KindConnection},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Resilience.IsolateFor = time.Minute // an isolation would last the test
+			s := start(t, tt.cfg)
+			if e := s.app.Emulator(); tt.cfg.Plaid.BaseURL == "" {
+				e.SetFaults(tt.faults)
+			}
+			open := func() bool { return s.app.Guard().BreakerState().String() == "open" }
+
+			began := time.Now()
+			var wg sync.WaitGroup
+			var calls atomic.Int64
+			for _, viaREST := range []bool{false, true} {
+				token := "user-sandbox-example#grpc"
+				if viaREST {
+					token = "user-sandbox-example#rest"
+				}
+				wg.Go(func() {
+					for i := 0; i < 30 && !open(); i++ {
+						calls.Add(1)
+						if !viaREST {
+							_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: token})
+							assert.Contains(t, []codes.Code{codes.Unavailable, codes.DeadlineExceeded}, status.Code(err), "%v", err)
+							continue
+						}
+						resp, _ := s.post(t, "/credit/sessions/get", `{"user_token":"`+token+`"}`)
+						assert.GreaterOrEqual(t, resp.StatusCode, 500)
+					}
+				})
+			}
+			wg.Wait()
+			require.True(t, open(), "the breaker opened after %d calls by two users", calls.Load())
+			assert.Less(t, time.Since(began), 10*time.Second, "within seconds")
+			assert.LessOrEqual(t, s.app.Guard().Stats().Attempts, int64(20),
+				"ten failures in a row, and the retries the budget allows, open it")
+
+			m := s.scrape(t)
+			assert.Equal(t, 1.0, m["creditsessions_circuit_breaker_opened_total"]["reason="+string(tt.reason)])
+			assert.Zero(t, m["creditsessions_isolated_users"][""], "an outage isolates nobody")
+			assert.Zero(t, m["creditsessions_isolated_rejections_total"][""])
+			assert.Positive(t, m["creditsessions_upstream_failures_total"]["kind="+string(tt.reason)+",scope=upstream"])
+
+			// Both users, on both paths, now fail fast with the breaker's answer.
+			for _, token := range []string{"user-sandbox-example#grpc", "user-sandbox-example#rest"} {
+				st, _, retry, _, _ := grpcError(t, s, token)
+				assert.Equal(t, codes.Unavailable, st.Code())
+				require.NotNil(t, retry)
+				assert.LessOrEqual(t, retry.GetRetryDelay().AsDuration(), 5*time.Second, "the breaker's delay, not an isolation's")
+				resp, _ := s.post(t, "/credit/sessions/get", `{"user_token":"`+token+`"}`)
+				assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+			}
+		})
+	}
+}
+
+// One user failing alone, with nobody else calling, is still that user's trouble: the
+// breaker stays closed however often they call, and the user is isolated.
+func TestOneUserFailingAloneNeverOpensTheBreaker(t *testing.T) {
+	s := start(t, app.Config{Resilience: resilience.Config{IsolateFor: time.Minute}})
+	bad := emulator.ErrorToken("API_ERROR", "INTERNAL_SERVER_ERROR")
+	for i := range 30 {
+		if i%2 == 0 {
+			_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: bad})
+			assert.Equal(t, codes.Unavailable, status.Code(err))
+			continue
+		}
+		resp, _ := s.post(t, "/credit/sessions/get", `{"user_token":"`+bad+`"}`)
+		assert.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	}
+	assert.Equal(t, "closed", s.app.Guard().BreakerState().String())
+	m := s.scrape(t)
+	assert.Equal(t, 1.0, m["creditsessions_isolated_users"][""])
+	assert.Zero(t, m["creditsessions_upstream_failures_total"]["kind=plaid_error,scope=upstream"]-1, "only the first failure counted")
+	_, err := s.grpc.CreditSessionsGet(context.Background(), &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example"})
+	assert.NoError(t, err, "everybody else is served")
 }

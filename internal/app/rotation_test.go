@@ -74,6 +74,44 @@ func TestThePolicyIsReloadedAndABrokenOneIsNot(t *testing.T) {
 	assert.Equal(t, 1.0, s.scrape(t)["creditsessions_file_reload_ok"]["file=authz_policy"])
 }
 
+// A policy with two rules of one name is read differently by grpc-go (the last rule of
+// the name replaces the others) and by a reader that applies every rule: it is refused at
+// start and on reload, where the last good policy stays. Applied as written, this one
+// would let the intruder in; grpc-go would not.
+func TestAPolicyWithDuplicateRuleNamesIsRefused(t *testing.T) {
+	const duplicate = `{"name": "ambiguous", "allow_rules": [
+		{"name": "same-name", "source": {"principals": ["spiffe://example.org/*"]}},
+		{"name": "same-name", "source": {"principals": ["` + operatorID + `"]}}]}`
+	p := newPKI(t)
+
+	cfg := secureConfig(p, false)
+	cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Security.PolicyFile = p.write(t, "duplicate.json", []byte(duplicate))
+	_, err := app.New(cfg)
+	require.ErrorContains(t, err, `"allow_rules" 0 and 1 have the same "name"`, "refused at start")
+
+	s := start(t, secureConfig(p, false))
+	grpcAddr, rest := s.app.GRPCAddr().String(), "https://"+s.app.HTTPAddr().String()
+	intruder, _ := p.grpcClient(t, grpcAddr, &p.intruder)
+	intruderREST := p.httpClient(t, &p.intruder)
+	codesNow := func() (codes.Code, int) {
+		_, err := intruder.CreditSessionsGet(context.Background(), example)
+		resp, _, herr := restCall(intruderREST, rest, "user-sandbox-example", nil)
+		require.NoError(t, herr)
+		return status.Code(err), resp.StatusCode
+	}
+	p.write(t, "policy.json", []byte(duplicate))
+	require.Eventually(t, func() bool {
+		_, _ = codesNow()
+		return s.scrape(t)["creditsessions_file_reload_ok"]["file=authz_policy"] == 0
+	}, 10*time.Second, 20*time.Millisecond, "the metric says the file did not load")
+	grpcCode, httpStatus := codesNow()
+	assert.Equal(t, codes.PermissionDenied, grpcCode, "the last good policy stays")
+	assert.Equal(t, http.StatusForbidden, httpStatus)
+	assert.Contains(t, s.logs.String(), `have the same \"name\"`)
+	assert.NotContains(t, s.logs.String(), "same-name", "the log names rules by position, never quotes the file")
+}
+
 // keyDir lays files out as a Kubernetes Secret volume does: name → ..data/name, with
 // ..data a symbolic link to a directory of this version, swapped atomically.
 type keyDir struct {

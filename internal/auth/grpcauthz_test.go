@@ -62,14 +62,66 @@ func TestTheEvaluatorDecidesAsGRPCsOwn(t *testing.T) {
 	mds := []metadata.MD{nil, metadata.Pairs("x-team", "red"), metadata.Pairs("x-team", "navyblue", "x-canary", "true-ish"),
 		metadata.Pairs("x-team", "red", "x-team", "blue"), metadata.Pairs("x-canary", "no")}
 
-	for i, policy := range policies {
+	// Policies with two rules of one name: grpc-go keeps the last rule of the name, and
+	// this parser refuses them. What grpc-go decides for each is what the policy
+	// without the replaced rules decides here; and keeping every rule would decide
+	// otherwise, which is why they are refused rather than read either way.
+	duplicates := []struct{ theirs, lastKept, allKept string }{
+		{
+			theirs: `{"name": "d1", "allow_rules": [
+			  {"name": "team", "source": {"principals": ["spiffe://example.org/ns/billing/*"]}},
+			  {"name": "team", "source": {"principals": ["*frontend", "*.svc"]}, "request": {"paths": ["/a.B/C"]}}]}`,
+			lastKept: `{"name": "d1", "allow_rules": [
+			  {"name": "team", "source": {"principals": ["*frontend", "*.svc"]}, "request": {"paths": ["/a.B/C"]}}]}`,
+			allKept: `{"name": "d1", "allow_rules": [
+			  {"name": "team", "source": {"principals": ["spiffe://example.org/ns/billing/*"]}},
+			  {"name": "team-2", "source": {"principals": ["*frontend", "*.svc"]}, "request": {"paths": ["/a.B/C"]}}]}`,
+		},
+		{
+			theirs: `{"name": "d2",
+			  "deny_rules": [
+			    {"name": "block", "source": {"principals": ["*frontend"]}},
+			    {"name": "block", "request": {"paths": ["/x.Y/C"]}},
+			    {"name": "canary", "request": {"headers": [{"key": "x-canary", "values": ["*"]}]}}],
+			  "allow_rules": [{"name": "block", "source": {"principals": ["*"]}}]}`,
+			lastKept: `{"name": "d2",
+			  "deny_rules": [
+			    {"name": "block", "request": {"paths": ["/x.Y/C"]}},
+			    {"name": "canary", "request": {"headers": [{"key": "x-canary", "values": ["*"]}]}}],
+			  "allow_rules": [{"name": "block", "source": {"principals": ["*"]}}]}`,
+			allKept: `{"name": "d2",
+			  "deny_rules": [
+			    {"name": "block", "source": {"principals": ["*frontend"]}},
+			    {"name": "block-2", "request": {"paths": ["/x.Y/C"]}},
+			    {"name": "canary", "request": {"headers": [{"key": "x-canary", "values": ["*"]}]}}],
+			  "allow_rules": [{"name": "block", "source": {"principals": ["*"]}}]}`,
+		},
+	}
+
+	type differential struct{ theirs, ours, allKept string }
+	var cases []differential
+	for _, p := range policies {
+		cases = append(cases, differential{theirs: p, ours: p})
+	}
+	for _, d := range duplicates {
+		_, err := ParsePolicy([]byte(d.theirs))
+		require.ErrorContains(t, err, `have the same "name"`, "a policy with duplicate rule names is refused")
+		cases = append(cases, differential{theirs: d.theirs, ours: d.lastKept, allKept: d.allKept})
+	}
+	for i, c := range cases {
 		t.Run(fmt.Sprintf("policy %d", i+1), func(t *testing.T) {
-			ours, err := ParsePolicy([]byte(policy))
+			ours, err := ParsePolicy([]byte(c.ours))
 			require.NoError(t, err)
-			theirs, err := authz.NewStatic(policy)
+			var allKept *Policy
+			if c.allKept != "" {
+				allKept, err = ParsePolicy([]byte(c.allKept))
+				require.NoError(t, err)
+			}
+			theirs, err := authz.NewStatic(c.theirs)
 			require.NoError(t, err)
 			addr := serveAllowingAll(t, serverCert, ca.Pool(), theirs)
 			decisions := map[bool]int{}
+			keepingAllDiffers := 0
 			for name, o := range callers {
 				o.Client = true
 				leaf, err := ca.Issue(o)
@@ -86,11 +138,17 @@ func TestTheEvaluatorDecidesAsGRPCsOwn(t *testing.T) {
 						want := call(t, conn, method, md)
 						assert.Equal(t, want, got, "caller %s, method %s, metadata %v", name, method, md)
 						decisions[want]++
+						if allKept != nil && allKept.Authorize(method, CertIdentities(leaf.Cert), md).Allowed != want {
+							keepingAllDiffers++
+						}
 					}
 				}
 			}
 			assert.NotZero(t, decisions[true], "some calls allowed")
 			assert.NotZero(t, decisions[false], "some calls denied")
+			if allKept != nil {
+				assert.NotZero(t, keepingAllDiffers, "keeping every rule of a name decides some calls otherwise than grpc-go")
+			}
 		})
 	}
 }

@@ -110,11 +110,32 @@ func ParsePolicy(data []byte) (*Policy, error) {
 			p.principals = append(p.principals, r.Source.Principals...)
 			p.headerRules = p.headerRules || len(r.Request.Headers) > 0
 		}
+		if err := uniqueRuleNames(rules.name, rules.rules); err != nil {
+			return nil, err
+		}
 	}
 	if err := p.buildAuditLoggers(); err != nil { // last: builders run only for a good policy
 		return nil, err
 	}
 	return &p, nil
+}
+
+// uniqueRuleNames refuses two rules of one list with the same name. grpc-go's
+// translator keys each list's rules by name, so the last rule of a name replaces the
+// others and they never match; this evaluator would apply them all. A policy that two
+// implementations read differently is refused rather than read either way: whoever
+// wrote it meant one of the two, and only they know which. The same name in deny_rules
+// and allow_rules is no conflict (grpc-go keeps the lists apart, and so do decisions).
+// The error names the rules by position, as the other errors do, never by name.
+func uniqueRuleNames(list string, rules []Rule) error {
+	first := make(map[string]int, len(rules))
+	for i, r := range rules {
+		if j, ok := first[r.Name]; ok {
+			return fmt.Errorf(`authz policy: %q %d and %d have the same "name" (grpc-go would keep only the last; rename or merge them)`, list, j, i)
+		}
+		first[r.Name] = i
+	}
+	return nil
 }
 
 // unsupportedHeader are the keys grpc-go's translator refuses: pseudo-headers, grpc-*

@@ -99,8 +99,37 @@ func TestParsePolicyRefusesWhatGRPCRefuses(t *testing.T) {
 	}
 }
 
+// Two rules of one list with one name are refused (grpc-go would keep only the last of
+// them, this evaluator would apply both); one name in both lists is no conflict. The
+// error names the rules by position, never by name.
+func TestParsePolicyRefusesDuplicateRuleNames(t *testing.T) {
+	for _, tt := range []struct {
+		name, policy, wantErr string
+	}{
+		{"two allow rules", `{"name": "p", "allow_rules": [{"name": "secret-name"}, {"name": "b"}, {"name": "secret-name"}]}`,
+			`authz policy: "allow_rules" 0 and 2 have the same "name"`},
+		{"two deny rules", `{"name": "p", "deny_rules": [{"name": "d"}, {"name": "secret-name"}, {"name": "secret-name"}], "allow_rules": [{"name": "a"}]}`,
+			`authz policy: "deny_rules" 1 and 2 have the same "name"`},
+		{"one deny and one allow rule", `{"name": "p", "deny_rules": [{"name": "secret-name"}], "allow_rules": [{"name": "secret-name"}]}`, ""},
+		{"names that differ only in case", `{"name": "p", "allow_rules": [{"name": "Secret-name"}, {"name": "secret-name"}]}`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ParsePolicy([]byte(tt.policy))
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				assert.NotNil(t, p)
+				return
+			}
+			require.ErrorContains(t, err, tt.wantErr)
+			assert.NotContains(t, err.Error(), "secret-name")
+			assert.Nil(t, p)
+		})
+	}
+}
+
 // FuzzParsePolicy: any file parses or fails cleanly; a policy it accepts, grpc-go's
-// translator accepts too; and a parsed policy decides any call without a panic,
+// translator accepts too, with no two rules of one list sharing a name (grpc-go would
+// keep only the last of them, so the two would decide differently); and a parsed policy decides any call without a panic,
 // labelling callers only with its own principals.
 func FuzzParsePolicy(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -113,6 +142,13 @@ func FuzzParsePolicy(f *testing.F) {
 		assert.NotEmpty(t, p.AllowRules)
 		_, err = authz.NewStatic(string(data))
 		assert.NoError(t, err, "what this parser accepts, grpc-go's accepts too")
+		for list, rules := range map[string][]Rule{"deny_rules": p.DenyRules, "allow_rules": p.AllowRules} {
+			seen := map[string]bool{}
+			for _, r := range rules {
+				assert.False(t, seen[r.Name], "%s: two rules named alike, which grpc-go reads as one", list)
+				seen[r.Name] = true
+			}
+		}
 		for _, names := range [][]string{nil, {""}, {"spiffe://example.org/ns/billing/sa/underwriter"}, {string(data)}} {
 			p.Authorize(get, names, metadata.Pairs("x-team", "red"))
 			if label := p.Label(names); label != "other" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -143,6 +144,7 @@ func keyOf(r plaid.Request) userKey {
 // userRecord is what the guard remembers of a user whose calls failed.
 type userRecord struct {
 	lastFailure   time.Time // the latest failed attempt
+	failedIn      uint64    // the answer epoch of the latest attempt that may be Plaid's failure
 	failedCalls   int       // calls in a row that ended in an isolating failure
 	isolatedUntil time.Time // calls are answered from memory until then
 	kind          Kind      // of the latest failed call
@@ -153,24 +155,76 @@ type userRecord struct {
 const maxRememberedBody = 4 << 10
 
 // userMemory is a bounded map of users whose calls failed recently.
+//
+// It also tells one user's trouble from everybody's. A user's repeated failure is theirs
+// only while Plaid is seen answering someone: the failures since Plaid last answered are
+// an epoch (answered counts the answers, and each starts a new one), and once two users
+// have failed in one epoch with no answer between, every failure is counted as Plaid's,
+// however recently that user failed before. Without this, a total outage seen through two
+// users counted each user once per FailureMemory, which the breaker's window never added
+// up to, and isolated the users instead.
 type userMemory struct {
-	mu       sync.Mutex
-	users    map[userKey]*userRecord
-	max      int
-	forget   time.Duration // a record with no failure for this long is forgotten
-	after    int           // failed calls in a row that isolate a user
-	isolate  time.Duration // how long
-	evicted  int64
-	rejected int64
+	// answered counts the attempts Plaid answered (successes, and its refusals of a
+	// call): each is proof it is up, for everybody, and starts a new epoch. Atomic, as
+	// it is written on every success.
+	answered atomic.Uint64
+
+	mu sync.Mutex
+	// failersIn is the epoch failers counts the users of: distinct users who failed
+	// since Plaid last answered, with a failure that may be Plaid's.
+	failersIn uint64
+	failers   int
+	users     map[userKey]*userRecord
+	max       int
+	forget    time.Duration // a record with no failure for this long is forgotten
+	after     int           // failed calls in a row that isolate a user
+	isolate   time.Duration // how long
+	evicted   int64
+	rejected  int64
 }
 
-// failing reports whether the user's latest failure is recent: a further failure of
-// theirs is their own trouble, not news about the upstream.
+// upAgain notes that Plaid answered an attempt: a new epoch.
+func (m *userMemory) upAgain() { m.answered.Add(1) }
+
+// epoch numbers the time since Plaid last answered, from 1: a record's zero failedIn
+// is in no epoch.
+func (m *userMemory) epoch() uint64 { return m.answered.Load() + 1 }
+
+// failing reports whether a failure of the user's now is their own trouble, not news
+// about the upstream: their latest failure is recent, and no other user has failed
+// since Plaid last answered.
 func (m *userMemory) failing(k userKey, now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.users[k]
-	return r != nil && now.Sub(r.lastFailure) < m.forget
+	return r != nil && now.Sub(r.lastFailure) < m.forget && !m.othersFailing(r)
+}
+
+// othersFailing reports whether a user other than r's has failed since Plaid last
+// answered (r is nil for a user not remembered). Called with m.mu held.
+func (m *userMemory) othersFailing(r *userRecord) bool {
+	epoch := m.epoch()
+	if m.failersIn != epoch {
+		return false
+	}
+	others := m.failers
+	if r != nil && r.failedIn == epoch {
+		others--
+	}
+	return others > 0
+}
+
+// failedInEpoch counts r's user among the users failing since Plaid last answered.
+// Called with m.mu held.
+func (m *userMemory) failedInEpoch(r *userRecord) {
+	epoch := m.epoch()
+	if m.failersIn != epoch {
+		m.failersIn, m.failers = epoch, 0
+	}
+	if r.failedIn != epoch {
+		r.failedIn = epoch
+		m.failers++
+	}
 }
 
 // admit returns the isolation error when the user is answered from memory now, and
@@ -194,15 +248,21 @@ func (m *userMemory) admit(k userKey, now time.Time) (*IsolatedError, bool) {
 	return nil, r.failedCalls >= m.after
 }
 
-// attemptFailed notes a failed attempt's time.
-func (m *userMemory) attemptFailed(k userKey, now time.Time) {
+// attemptFailed notes a failed attempt's time, and whether the failure may be Plaid's.
+func (m *userMemory) attemptFailed(k userKey, now time.Time, maybeUpstream bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.record(k, now).lastFailure = now
+	r := m.record(k, now)
+	r.lastFailure = now
+	if maybeUpstream {
+		m.failedInEpoch(r)
+	}
 }
 
 // callEnded notes how a call ended: success forgets the user; a failure of an
-// isolating kind counts towards isolation.
+// isolating kind counts towards isolation, unless other users are failing too with
+// nobody answered between: then it is an outage, which is the breaker's to handle, and
+// isolating the users would only hide it.
 func (m *userMemory) callEnded(k userKey, err error, kind Kind, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -210,7 +270,7 @@ func (m *userMemory) callEnded(k userKey, err error, kind Kind, now time.Time) {
 		delete(m.users, k)
 		return
 	}
-	if !isolating(kind) {
+	if !isolating(kind) || m.othersFailing(m.users[k]) {
 		return
 	}
 	r := m.record(k, now)

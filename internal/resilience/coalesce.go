@@ -64,6 +64,19 @@ func (c *sharedCall) expire() {
 	c.cancel()
 }
 
+func (c *sharedCall) hasExpired() bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	return c.expired
+}
+
+// expiredError is the outcome of a shared call canceled at its deadline: it is
+// context.DeadlineExceeded, and keeps the attempt's own error for the log.
+type expiredError struct{ err error }
+
+func (e *expiredError) Error() string   { return "deadline exceeded: " + e.err.Error() }
+func (e *expiredError) Unwrap() []error { return []error{context.DeadlineExceeded, e.err} }
+
 func (c *sharedCall) currentDeadline() time.Time {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
@@ -144,6 +157,13 @@ func (g *Guard) run(c *sharedCall) {
 	defer c.cancel()
 	defer c.stopTimer()
 	resp, err := g.retrying(c.ctx, c.call, c.currentDeadline)
+	if err != nil && c.hasExpired() {
+		// The call was canceled because the latest of its callers' deadlines passed. For
+		// them that is their deadline, though their own contexts, whose timers fire at the
+		// same instant, may not say so yet: a REST caller got 499 "call canceled" for
+		// its own deadline instead of 504.
+		err = &expiredError{err}
+	}
 	g.mu.Lock()
 	g.forget(c.key, c)
 	c.resp, c.err = resp, err

@@ -87,6 +87,47 @@ func TestFailuresAreScopedByKind(t *testing.T) {
 	assert.Empty(t, heard)
 }
 
+// A user's repeated failure is theirs while Plaid answers someone else between; when two
+// users fail with no answer between, it is an outage: every failure counts for the
+// breaker, and no user is isolated for it. An answer from Plaid (a success, or its
+// refusal of a call) ends the outage as far as the accounting knows.
+func TestTwoUsersFailingWithNobodyAnsweredIsAnOutage(t *testing.T) {
+	g := New(nil, Config{IsolateAfter: 2})
+	plaid500 := &plaid.Error{HTTPStatus: 500, ErrorType: "API_ERROR", ErrorCode: "INTERNAL_SERVER_ERROR"}
+	invalid := &plaid.Error{HTTPStatus: 400, ErrorType: "INVALID_INPUT", ErrorCode: "INVALID_USER_TOKEN"}
+	a, b, c := keyOf(plaid.Request{UserToken: "a"}), keyOf(plaid.Request{UserToken: "b"}), keyOf(plaid.Request{UserToken: "c"})
+	var heard []string
+	g.OnUpstreamFailure = func(_ Kind, s Scope) { heard = append(heard, string(s)) }
+	scopes := func(steps ...func()) []string {
+		heard = nil
+		for _, step := range steps {
+			step()
+		}
+		return heard
+	}
+	fails := func(u userKey) func() { return func() { _ = g.account(u, plaid500) } }
+	answers := func(u userKey, err error) func() { return func() { _ = g.account(u, err) } }
+
+	assert.Equal(t, []string{"upstream", "user", "user"}, scopes(fails(a), fails(a), fails(a)),
+		"one user failing alone: theirs after the first")
+	assert.Equal(t, []string{"upstream", "upstream", "upstream", "upstream"}, scopes(fails(b), fails(a), fails(b), fails(a)),
+		"a second user failing with nobody answered between: everybody's")
+
+	now := time.Now()
+	for range 3 {
+		g.users.callEnded(a, plaid500, KindPlaidError, now)
+		g.users.callEnded(b, plaid500, KindPlaidError, now)
+	}
+	assert.Zero(t, g.users.isolated(now), "an outage isolates nobody")
+
+	assert.Equal(t, []string{"user", "user", "user"}, scopes(answers(c, nil), fails(a), answers(c, invalid), fails(a), fails(a)),
+		"once Plaid answers others between, a user's repeated failure is theirs again")
+	for range 2 {
+		g.users.callEnded(a, plaid500, KindPlaidError, now)
+	}
+	assert.Equal(t, 1, g.users.isolated(now), "and they are isolated for it")
+}
+
 // stubbornUpstream answers only when released, whatever its context says, and then
 // reports the context's error if there is one: the shape of an attempt whose cancellation
 // has not been noticed yet.
@@ -146,4 +187,25 @@ func TestLateCallerDoesNotJoinAnExpiredSharedCall(t *testing.T) {
 	}
 	close(u.release)
 	require.NoError(t, <-result)
+}
+
+// untilCanceled answers only when its attempt's context ends, with that context's error.
+type untilCanceled struct{}
+
+func (untilCanceled) CreditSessionsGet(ctx context.Context, _ plaid.Request) (*creditv1.CreditSessionsGetResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A shared call canceled because its caller's deadline passed ends, for that caller, in
+// context.DeadlineExceeded, even when the caller's own context has not noticed its
+// deadline yet (its timer fires at the same instant as the call's, in either order).
+// It ended in context.Canceled, which the REST mirror answered with 499 "call canceled"
+// instead of 504: a busy machine saw it one run in three.
+func TestASharedCallEndedByItsDeadlineSaysDeadlineExceeded(t *testing.T) {
+	g := New(untilCanceled{}, Config{MaxAttempts: 1})
+	ctx := frozenDeadline{Context: context.Background(), deadline: time.Now().Add(50 * time.Millisecond)}
+	_, err := g.CreditSessionsGet(ctx, plaid.Request{UserToken: "u"})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
 }

@@ -329,12 +329,17 @@ func (g *Guard) attempt(ctx context.Context, c call) (*creditv1.CreditSessionsGe
 // decode, or is too large) or a wait for answer memory is always the user's. A
 // connection failure or Plaid's PLANNED_MAINTENANCE is always the upstream's. Anything else (Plaid's 5xx, an edge's
 // HTML 5xx, a timeout, a body cut short) is the upstream's the first time for a user,
-// and the user's while that user's failure is remembered: so the breaker counts such
-// failures across distinct users, and one user failing again and again cannot open it.
+// and the user's while that user's failure is remembered, unless another user has failed
+// too since Plaid last answered anyone: so the breaker counts such failures across
+// distinct users, one user failing again and again cannot open it, and an outage seen
+// through only two users opens it as fast as one seen through many.
 // The user's failures come back wrapped in userScoped, which the breaker excludes.
 func (g *Guard) account(u userKey, err error) error {
 	kind, failed := classify(err)
 	if !failed {
+		if answered(err) {
+			g.users.upAgain()
+		}
 		return err
 	}
 	now := time.Now()
@@ -343,7 +348,7 @@ func (g *Guard) account(u userKey, err error) error {
 		scope = ScopeUser
 	}
 	if !everybodys(kind) {
-		g.users.attemptFailed(u, now)
+		g.users.attemptFailed(u, now, !userOnly(kind))
 	}
 	if g.OnUpstreamFailure != nil {
 		g.OnUpstreamFailure(kind, scope)
@@ -353,6 +358,13 @@ func (g *Guard) account(u userKey, err error) error {
 	}
 	g.lastCounted.Store(string(kind))
 	return err
+}
+
+// answered reports whether an attempt that was no failure got an answer from Plaid (a
+// success, or Plaid refusing the call): proof that Plaid is up for everybody.
+func answered(err error) bool {
+	var pe *plaid.Error
+	return err == nil || errors.As(err, &pe)
 }
 
 // acquire takes a place among MaxInFlight, waiting at most MaxQueueWait.

@@ -124,8 +124,10 @@ func TestSharedCallLivesAsLongAsItsLongestDeadline(t *testing.T) {
 	u.block.Store(true)
 	g := resilience.New(c, resilience.Config{})
 
-	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancelShort()
+	// The first caller's deadline passes once the second has joined, not on a timer: a
+	// 100 ms deadline passed, on a busy machine, before the second caller arrived, which
+	// then rightly started a call of its own and never joined.
+	short := &passingDeadline{Context: context.Background(), deadline: time.Now().Add(time.Minute), done: make(chan struct{})}
 	errs := make(chan error, 1)
 	go func() { _, err := g.CreditSessionsGet(short, plaid.Request{UserToken: "u"}); errs <- err }()
 	receive(t, u.started)
@@ -135,10 +137,29 @@ func TestSharedCallLivesAsLongAsItsLongestDeadline(t *testing.T) {
 	go func() { _, err := g.CreditSessionsGet(long, plaid.Request{UserToken: "u"}); results <- err }()
 	require.Eventually(t, func() bool { return g.Stats().Coalesced == 1 }, 5*time.Second, time.Millisecond)
 
+	close(short.done)
 	assert.ErrorIs(t, receive(t, errs), context.DeadlineExceeded)
 	close(u.release) // the first caller's deadline has passed; the call is still alive
 	assert.NoError(t, receive(t, results))
 	assert.NoError(t, receive(t, u.ended))
+}
+
+// passingDeadline is a caller's context whose deadline passes when the test says so.
+type passingDeadline struct {
+	context.Context
+	deadline time.Time
+	done     chan struct{}
+}
+
+func (c *passingDeadline) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *passingDeadline) Done() <-chan struct{}       { return c.done }
+func (c *passingDeadline) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
 }
 
 // Coalesced callers share one answer, read-only, rather than one clone each: N clones of
