@@ -158,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 		WebhookTrustedProxies: webhookProxies,
 		Audit:                 auditOpts,
-		Cache:            cacheCfg,
+		Cache:                 cacheCfg,
 	})
 	if err != nil {
 		return err
