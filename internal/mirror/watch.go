@@ -53,7 +53,15 @@ func (h *handler) serveWatch(w http.ResponseWriter, r *http.Request) {
 		requestError(err).write(w)
 		return
 	}
-	ctx, err := runtime.AnnotateIncomingContext(r.Context(), h.gateway, r, watchInfo.FullMethod,
+	ctx := r.Context()
+	if h.memory != nil {
+		// The first answer is read and encoded under the budget, as for a gRPC watch
+		// (server.HoldMemory); the watch gives the hold back once that answer is sent.
+		var end func()
+		ctx, end = server.HoldAnswerMemory(ctx, h.memory)
+		defer end()
+	}
+	ctx, err = runtime.AnnotateIncomingContext(ctx, h.gateway, r, watchInfo.FullMethod,
 		runtime.WithHTTPPathPattern(watchPath))
 	if err != nil {
 		handleError(ctx, h.gateway, nil, w, r, err)
