@@ -78,6 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&sec.PolicyFile, "authz-policy", "", "authorization policy `file` (grpc-go authz JSON) for gRPC and REST; re-read when it changes")
 	fs.Float64Var(&sec.CallerRate, "caller-rate", 0, "calls a second each caller may make (0: no quota)")
 	fs.IntVar(&sec.CallerBurst, "caller-burst", 0, "calls a caller may make at once past -caller-rate (0: the rate, at least 1)")
+	fs.IntVar(&sec.CallerMaxWatches, "caller-max-watches", 1000, "watches each caller may have open on one replica at once; past it, ResourceExhausted with a RetryInfo (0: no cap)")
 	allowInsecure := fs.Bool("allow-insecure", false, "serve non-loopback addresses without TLS and caller authentication, and pprof on a non-loopback admin address")
 	var watchCfg watch.Config
 	fs.DurationVar(&watchCfg.PollInterval, "watch-poll-interval", time.Minute, "how often each watched user is polled (once for all its watches; once for the fleet with -redis-addr)")

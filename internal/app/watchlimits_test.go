@@ -1,6 +1,10 @@
 package app_test
 
 import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -10,10 +14,14 @@ import (
 	"testing"
 	"time"
 
+	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/app"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // sampleMax reads the gauge name from s's /metrics every few milliseconds until the
@@ -80,4 +88,108 @@ func TestRESTWatchesHoldTheAnswerMemoryBudget(t *testing.T) {
 	assert.LessOrEqual(t, most, int64(limit))
 	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_bytes"][""] == 0 },
 		5*time.Second, 10*time.Millisecond, "all given back once the first answers are sent")
+}
+
+// twoWatchersPolicy lets the operator and the underwriter both use every CreditService
+// method: two tenants of one fleet.
+const twoWatchersPolicy = `{
+  "name": "creditsessions",
+  "allow_rules": [
+    {"name": "tenants", "source": {"principals": ["` + operatorID + `", "` + underwriterID + `"]},
+     "request": {"paths": ["/plaid.credit.v1.CreditService/*"]}}
+  ]
+}`
+
+// tlsWatch opens a watch over gRPC or REST with a client certificate and returns its
+// first event: a message, or the refusal.
+func tlsWatch(t *testing.T, s *service, p *pki, cert *tls.Certificate, transport, token string) (watchEvent, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if transport == "grpc" {
+		c, _ := p.grpcClient(t, s.app.GRPCAddr().String(), cert)
+		stream, err := c.WatchCreditSessions(ctx, &creditv1.WatchCreditSessionsRequest{UserToken: token})
+		require.NoError(t, err)
+		m, err := stream.Recv()
+		if err != nil {
+			ev := watchEvent{end: true, code: status.Code(err)}
+			for _, d := range status.Convert(err).Details() {
+				if _, ok := d.(*errdetails.RetryInfo); ok {
+					ev.retryInfo = true
+				}
+			}
+			return ev, cancel
+		}
+		return watchEvent{reason: strings.TrimPrefix(m.GetReason().String(), "WATCH_CREDIT_SESSIONS_REASON_")}, cancel
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+s.app.HTTPAddr().String()+"/credit/sessions/watch",
+		strings.NewReader(`{"user_token":"`+token+`"}`))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.httpClient(t, cert).Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		var e map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		ev := watchEvent{end: true, code: codes.Unknown, errorLine: e, httpStatus: resp.StatusCode}
+		ev.retryInfo = resp.Header.Get("Retry-After") != ""
+		return ev, cancel
+	}
+	line, err := bufio.NewReader(resp.Body).ReadBytes('\n')
+	require.NoError(t, err)
+	var m struct{ Reason string }
+	require.NoError(t, json.Unmarshal(line, &m))
+	return watchEvent{reason: m.Reason, httpStatus: resp.StatusCode}, cancel
+}
+
+// One caller holding all the watches -caller-max-watches allows it, over gRPC and REST
+// together, is refused more with ResourceExhausted (429 on REST) and a RetryInfo, while
+// another caller opens its own as if the first were not there; and the first caller's
+// watches, each one user, keep the users polled for it within its cap.
+func TestCallerMaxWatchesLeavesOtherCallersTheirShare(t *testing.T) {
+	p := newPKI(t)
+	cfg := secureConfig(p, false)
+	cfg.Security.PolicyFile = p.write(t, "tenants.json", []byte(twoWatchersPolicy))
+	cfg.Security.CallerMaxWatches = 3
+	s := start(t, cfg) // polls a minute apart: Plaid hears only of the watches opened
+
+	// The operator fills its share, on both transports.
+	var operatorWatches []context.CancelFunc
+	for i, transport := range []string{"grpc", "rest", "grpc"} {
+		ev, cancel := tlsWatch(t, s, p, &p.operator, transport, "user-sandbox-example#op"+strconv.Itoa(i))
+		require.Equal(t, "INITIAL", ev.reason, "operator watch %d over %s", i, transport)
+		operatorWatches = append(operatorWatches, cancel)
+	}
+	calls := s.app.Emulator().Calls()
+	for _, transport := range []string{"grpc", "rest"} {
+		ev, _ := tlsWatch(t, s, p, &p.operator, transport, "user-sandbox-example#op-more")
+		require.True(t, ev.end, "the operator's watch past its cap over %s is refused", transport)
+		assert.True(t, ev.retryInfo, "with when to try again, over %s", transport)
+		if transport == "grpc" {
+			assert.Equal(t, codes.ResourceExhausted, ev.code)
+		} else {
+			assert.Equal(t, http.StatusTooManyRequests, ev.httpStatus)
+			assert.Equal(t, "RATE_LIMIT_EXCEEDED", ev.errorLine["error_type"])
+		}
+	}
+	assert.Equal(t, calls, s.app.Emulator().Calls(), "refused before Plaid hears of it")
+	assert.LessOrEqual(t, s.app.Hub().Users(), 3, "the operator's watches keep at most 3 users polled")
+
+	// The underwriter is unaffected: its whole share, on both transports.
+	for i, transport := range []string{"rest", "grpc", "rest"} {
+		ev, _ := tlsWatch(t, s, p, &p.underwriter, transport, "user-sandbox-example#uw"+strconv.Itoa(i))
+		assert.Equal(t, "INITIAL", ev.reason, "underwriter watch %d over %s", i, transport)
+	}
+	m := s.scrape(t)["creditsessions_caller_watch_rejections_total"]
+	assert.Equal(t, 2.0, m["caller="+operatorID])
+	assert.Zero(t, m["caller="+underwriterID])
+
+	// A watch that ends gives its place back.
+	operatorWatches[0]()
+	require.Eventually(t, func() bool {
+		ev, cancel := tlsWatch(t, s, p, &p.operator, "grpc", "user-sandbox-example#op-again")
+		defer cancel()
+		return ev.reason == "INITIAL"
+	}, 5*time.Second, 20*time.Millisecond)
 }
