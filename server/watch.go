@@ -61,6 +61,9 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	}
 	defer w.Close()
 
+	// Whatever its reader does, the watch ends by its maximum duration: each message's
+	// send is bounded by it as well as by the write timeout.
+	end := time.Now().Add(s.watch.Config().MaxDuration)
 	started := time.Now().UnixNano()
 	first, err := s.upstream.CreditSessionsGet(ctx, call)
 	ci := callInfoFrom(ctx)
@@ -78,7 +81,7 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	if ci != nil {
 		ci.requestID = strings.Clone(first.GetRequestId())
 	}
-	if err := s.sendWatch(stream, creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL, first); err != nil {
+	if err := s.sendWatch(stream, creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL, first, end); err != nil {
 		return err
 	}
 	w.Sent(watch.Hash(first), started)
@@ -99,7 +102,7 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 			case err != nil:
 				return err
 			case snap != nil:
-				if err := s.sendWatch(stream, snap.Reason, snap.Response); err != nil {
+				if err := s.sendWatch(stream, snap.Reason, snap.Response, end); err != nil {
 					return err
 				}
 			}
@@ -107,8 +110,29 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	}
 }
 
-func (s *Service) sendWatch(stream grpc.ServerStreamingServer[creditv1.WatchCreditSessionsResponse], reason creditv1.WatchCreditSessionsReason, resp *creditv1.CreditSessionsGetResponse) error {
-	if err := stream.Send(&creditv1.WatchCreditSessionsResponse{Reason: reason, Response: resp}); err != nil {
+// errSlowReader ends a watch whose reader did not take a message in time. The reader
+// is not reading, so it is unlikely to see it; the log line and the metrics do.
+var errSlowReader = status.Error(codes.DeadlineExceeded, "the watch's reader did not keep up; reconnect and read promptly")
+
+// sendWatch sends one message, within the hub's write timeout and before end.
+func (s *Service) sendWatch(stream grpc.ServerStreamingServer[creditv1.WatchCreditSessionsResponse], reason creditv1.WatchCreditSessionsReason, resp *creditv1.CreditSessionsGetResponse, end time.Time) error {
+	deadline := time.Now().Add(s.watch.Config().WriteTimeout)
+	if end.Before(deadline) {
+		deadline = end
+	}
+	set := sendDeadlineFrom(stream.Context())
+	if set != nil {
+		set(deadline)
+	}
+	err := stream.Send(&creditv1.WatchCreditSessionsResponse{Reason: reason, Response: resp})
+	if set != nil {
+		set(time.Time{})
+	}
+	if err != nil {
+		if set != nil && !time.Now().Before(deadline) {
+			s.watch.CountSlowReader()
+			return errSlowReader
+		}
 		return err
 	}
 	s.watch.CountMessage(reason)

@@ -292,7 +292,7 @@ func New(cfg Config) (_ *App, err error) {
 	}
 	svc.EnableWatch(a.hub)
 	a.metrics.ObserveWatch(a.hub)
-	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)))
+	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)), grpc.InTapHandle(server.WatchTap))
 	serverOptions = append(serverOptions, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}))
 	if security.TLS != nil {
 		serverOptions = append(serverOptions, grpc.Creds(credentials.NewTLS(security.TLS.Config("h2"))))

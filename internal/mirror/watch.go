@@ -73,6 +73,9 @@ func (h *handler) serveWatch(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Time{})
 
 	st := &ndjsonStream{w: w, rc: rc, req: req}
+	// The watch bounds each line's write itself (see server.WithSendDeadline): a reader
+	// that stops reading must not hold the watch for ever.
+	ctx = server.WithSendDeadline(ctx, func(t time.Time) { _ = rc.SetWriteDeadline(t) })
 	ctx = grpc.NewContextWithServerTransportStream(server.WithTransport(ctx, "rest"), transportStream{st})
 	st.ctx = ctx
 	handler := func(srv any, ss grpc.ServerStream) error {
@@ -211,6 +214,10 @@ func (s *ndjsonStream) writeErrorLine(err error) {
 	}
 	line := make([]byte, 0, len(body)+12)
 	line = append(append(append(line, `{"error":`...), body...), "}\n"...)
+	_ = s.rc.SetWriteDeadline(time.Now().Add(errorLineTimeout))
 	_, _ = s.w.Write(line)
 	_ = s.rc.Flush()
 }
+
+// errorLineTimeout bounds writing a watch's last line, its error: a few hundred bytes.
+const errorLineTimeout = 10 * time.Second
