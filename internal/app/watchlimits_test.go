@@ -193,3 +193,39 @@ func TestCallerMaxWatchesLeavesOtherCallersTheirShare(t *testing.T) {
 		return ev.reason == "INITIAL"
 	}, 5*time.Second, 20*time.Millisecond)
 }
+
+// A replica allowed little memory takes the watches that fit in it and refuses the rest
+// with ResourceExhausted and a RetryInfo (429 on REST), so that clients try another
+// replica, instead of growing until it is OOM-killed; its calls keep working.
+func TestWatchCapFollowsTheMemoryLimit(t *testing.T) {
+	const limit = 4 << 20
+	capacity := app.MaxWatchesFor(limit)
+	require.Equal(t, 102, capacity, "half of 4 MiB at 20 KiB a watch")
+	s := start(t, app.Config{MemoryLimit: limit})
+	assert.Equal(t, float64(capacity), s.scrape(t)["creditsessions_watches_limit"][""])
+
+	var wg sync.WaitGroup
+	firsts := make([]watchEvent, capacity)
+	for i := range firsts {
+		wg.Go(func() {
+			w := watchGRPC(t, s, &creditv1.WatchCreditSessionsRequest{UserToken: "user-sandbox-example#cap" + strconv.Itoa(i)})
+			firsts[i] = w.next(t)
+		})
+	}
+	wg.Wait()
+	for i, ev := range firsts {
+		require.Equal(t, "INITIAL", ev.reason, "watch %d of %d", i, capacity)
+	}
+
+	g := watchGRPC(t, s, &creditv1.WatchCreditSessionsRequest{UserToken: "user-sandbox-example#one-more"})
+	ev := g.next(t)
+	assert.Equal(t, codes.ResourceExhausted, ev.code)
+	assert.True(t, ev.retryInfo, "with a RetryInfo: another replica may have room")
+	r, resp := watchREST(t, s, `{"user_token":"user-sandbox-example#one-more"}`)
+	assert.Equal(t, http.StatusTooManyRequests, r.next(t).httpStatus)
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+	assert.Equal(t, 2.0, s.scrape(t)["creditsessions_watch_refusals_total"][""])
+
+	_, err := s.grpc.CreditSessionsGet(context.Background(), example)
+	assert.NoError(t, err, "calls are unaffected")
+}
