@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -40,20 +42,59 @@ func (s *Service) WatchCreditSessions(req *creditv1.WatchCreditSessionsRequest, 
 	if s.watch == nil {
 		return status.Error(codes.Unimplemented, "watching is not enabled on this server")
 	}
-	w, end, err := s.startWatch(req, stream)
+	// The first fetch and send run deep (the HTTP client, decoding, encoding) and grow
+	// the stack of the goroutine they run on, which keeps its size for a long while
+	// after. Run on a goroutine of their own, that ends with them, they leave the
+	// handler's goroutine, which idles for the watch's whole life, on a small stack.
+	type begun struct {
+		w     *watch.Watcher
+		end   time.Time
+		err   error
+		panic any
+	}
+	ch := make(chan begun, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				// Raised again on the handler's goroutine, where the server's recovery
+				// logs it and answers Internal; with this goroutine's stack in it.
+				ch <- begun{panic: fmt.Sprintf("%v\n%s", p, debug.Stack())}
+			}
+		}()
+		w, end, err := s.startWatch(req, stream)
+		ch <- begun{w: w, end: end, err: err}
+	}()
+	b := <-ch
+	if b.panic != nil {
+		panic(b.panic)
+	}
+	w, end, err := b.w, b.end, b.err
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	return s.followWatch(stream, w, end)
+	ctx := stream.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-w.C():
+			snap, err := w.Next()
+			switch {
+			case watch.IsMaxDuration(err):
+				return nil // OK: reconnect, as after a Kubernetes watch's timeout
+			case err != nil:
+				return err
+			case snap != nil:
+				if err := s.sendWatch(stream, snap.Reason, snap.Response, end); err != nil {
+					return err
+				}
+			}
+		}
+	}
 }
 
-// startWatch registers the watch and sends its first message. It is apart from the
-// loop that follows, and not inlined, so that its locals (the request, the first
-// answer, the inlined helpers') are off the goroutine stack while the watch idles: a
-// smaller stack per idle watch, which is most of what a watch costs.
-//
-//go:noinline
+// startWatch registers the watch and sends its first message.
 func (s *Service) startWatch(req *creditv1.WatchCreditSessionsRequest, stream grpc.ServerStreamingServer[creditv1.WatchCreditSessionsResponse]) (_ *watch.Watcher, end time.Time, _ error) {
 	ctx := stream.Context()
 	call, err := s.plaidRequest(ctx, req.GetUserToken(), req.GetClientId(), req.GetSecret())
@@ -112,29 +153,6 @@ func (s *Service) startWatch(req *creditv1.WatchCreditSessionsRequest, stream gr
 	}
 	ok = true
 	return w, end, nil
-}
-
-// followWatch sends what the hub finds until the watch ends.
-func (s *Service) followWatch(stream grpc.ServerStreamingServer[creditv1.WatchCreditSessionsResponse], w *watch.Watcher, end time.Time) error {
-	ctx := stream.Context()
-	for {
-		select {
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case <-w.C():
-			snap, err := w.Next()
-			switch {
-			case watch.IsMaxDuration(err):
-				return nil // OK: reconnect, as after a Kubernetes watch's timeout
-			case err != nil:
-				return err
-			case snap != nil:
-				if err := s.sendWatch(stream, snap.Reason, snap.Response, end); err != nil {
-					return err
-				}
-			}
-		}
-	}
 }
 
 // errSlowReader ends a watch whose reader did not take a message in time. The reader
