@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var watchCfg watch.Config
 	fs.DurationVar(&watchCfg.PollInterval, "watch-poll-interval", time.Minute, "how often each watched user is polled (once for all its watches; once for the fleet with -redis-addr)")
 	fs.DurationVar(&watchCfg.MaxDuration, "watch-max-duration", 30*time.Minute, "watches end (with OK: reconnect) after at most this long")
-	fs.IntVar(&watchCfg.MaxWatches, "max-watches", 0, "watches one replica takes at once; past it, ResourceExhausted with a RetryInfo, so clients try another replica (0: as many as half of GOMEMLIMIT or the cgroup memory limit holds, at 20 KiB a watch)")
+	fs.IntVar(&watchCfg.MaxWatches, "max-watches", 0, "watches one replica takes at once; past it, ResourceExhausted with a RetryInfo, so clients try another replica (0: as many as half of GOMEMLIMIT or the cgroup memory limit holds, at 24 KiB a watch)")
 	fs.DurationVar(&watchCfg.WriteTimeout, "watch-write-timeout", 30*time.Second, "a watch whose reader has not taken a message after this long is ended (a reader that stops reading must not hold it)")
 	webhookAddr := fs.String("webhook-addr", "", "listen `address` for Plaid's webhooks (POST /webhooks/plaid only; signature-verified, so it may face beyond loopback); empty: off, watches rely on polling")
 	redisAddr := fs.String("redis-addr", "", "Redis `address` (host:port or redis:// URL) shared by the replicas: one poll per user for the fleet, webhooks reach every replica; empty: each replica on its own")

@@ -9,8 +9,8 @@ import (
 )
 
 // WatchCost is what one idle watch costs a replica, rounded up from BENCHMARKS.md's
-// measure (heap and goroutine stack about 15 KiB, resident about 19 KiB a watch).
-const WatchCost = 20 << 10
+// measure (heap and goroutine stack about 17 KiB, resident about 21 KiB a watch).
+const WatchCost = 24 << 10
 
 // defaultMaxWatches is the cap on watches when the process has no memory limit to
 // follow.

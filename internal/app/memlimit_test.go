@@ -13,8 +13,8 @@ func TestMaxWatchesFor(t *testing.T) {
 		want  int
 	}{
 		{0, defaultMaxWatches},
-		{230 << 20, 5888}, // the Deployment's GOMEMLIMIT: about 115 MiB of watches
-		{256 << 20, 6553},
+		{230 << 20, 4906}, // the Deployment's GOMEMLIMIT: about 115 MiB of watches
+		{256 << 20, 5461},
 		{1 << 10, 1},
 		{1 << 40, defaultMaxWatches},
 	} {

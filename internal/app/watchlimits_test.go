@@ -200,7 +200,7 @@ func TestCallerMaxWatchesLeavesOtherCallersTheirShare(t *testing.T) {
 func TestWatchCapFollowsTheMemoryLimit(t *testing.T) {
 	const limit = 4 << 20
 	capacity := app.MaxWatchesFor(limit)
-	require.Equal(t, 102, capacity, "half of 4 MiB at 20 KiB a watch")
+	require.Equal(t, 85, capacity, "half of 4 MiB at 24 KiB a watch")
 	s := start(t, app.Config{MemoryLimit: limit})
 	assert.Equal(t, float64(capacity), s.scrape(t)["creditsessions_watches_limit"][""])
 
