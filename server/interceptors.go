@@ -132,8 +132,17 @@ type memoryHolder struct{ b *membudget.Budget }
 type holdEndKey struct{}
 
 func (m memoryHolder) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
-	ctx, end := m.b.Hold(ctx)
-	return context.WithValue(ctx, holdEndKey{}, end)
+	ctx, _ = HoldAnswerMemory(ctx, m.b)
+	return ctx
+}
+
+// HoldAnswerMemory is HoldMemory's hold for a call that does not arrive over gRPC: the
+// REST mirror's watch, which streams outside grpc-gateway and so outside the mirror's
+// per-call hold. A watch ends the hold itself once its first answer is sent, as over
+// gRPC; end gives back whatever is still held when the call ends.
+func HoldAnswerMemory(ctx context.Context, b *membudget.Budget) (_ context.Context, end func()) {
+	ctx, end = b.Hold(ctx)
+	return context.WithValue(ctx, holdEndKey{}, end), end
 }
 
 func (memoryHolder) HandleRPC(ctx context.Context, s stats.RPCStats) {

@@ -84,10 +84,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&sec.PolicyFile, "authz-policy", "", "authorization policy `file` (grpc-go authz JSON) for gRPC and REST; re-read when it changes")
 	fs.Float64Var(&sec.CallerRate, "caller-rate", 0, "calls a second each caller may make (0: no quota)")
 	fs.IntVar(&sec.CallerBurst, "caller-burst", 0, "calls a caller may make at once past -caller-rate (0: the rate, at least 1)")
+	fs.IntVar(&sec.CallerMaxWatches, "caller-max-watches", 1000, "watches each caller may have open on one replica at once; past it, ResourceExhausted with a RetryInfo (0: no cap)")
 	allowInsecure := fs.Bool("allow-insecure", false, "serve non-loopback addresses without TLS and caller authentication, and pprof on a non-loopback admin address")
 	var watchCfg watch.Config
 	fs.DurationVar(&watchCfg.PollInterval, "watch-poll-interval", time.Minute, "how often each watched user is polled (once for all its watches; once for the fleet with -redis-addr)")
 	fs.DurationVar(&watchCfg.MaxDuration, "watch-max-duration", 30*time.Minute, "watches end (with OK: reconnect) after at most this long")
+	fs.IntVar(&watchCfg.MaxWatches, "max-watches", 0, "watches one replica takes at once; past it, ResourceExhausted with a RetryInfo, so clients try another replica (0: as many as half of GOMEMLIMIT or the cgroup memory limit holds, at 24 KiB a watch)")
+	fs.DurationVar(&watchCfg.WriteTimeout, "watch-write-timeout", 30*time.Second, "a watch whose reader has not taken a message after this long is ended (a reader that stops reading must not hold it)")
 	webhookAddr := fs.String("webhook-addr", "", "listen `address` for Plaid's webhooks (POST /webhooks/plaid only; signature-verified, so it may face beyond loopback); empty: off, watches rely on polling")
 	var webhookProxies prefixList
 	fs.Var(&webhookProxies, "webhook-trusted-proxies", "comma-separated `CIDRs` of the proxies in front of -webhook-addr (an ingress) whose X-Forwarded-For names the sender; the limits on key fetches that made-up kids may cause are per sender; empty: the peer is the sender")

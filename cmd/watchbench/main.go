@@ -39,9 +39,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if os.Getenv(roleEnv) == "service" {
+	switch {
+	case os.Getenv(roleEnv) == "service":
 		err = serve(ctx)
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == "-tenants":
+		err = tenants(ctx, os.Args[2:])
+	default:
 		err = run(ctx, os.Args[1:])
 	}
 	if err != nil {

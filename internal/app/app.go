@@ -85,7 +85,11 @@ type Config struct {
 	// StreamInterceptors run on every stream, gRPC and REST, after the service's own.
 	StreamInterceptors []grpc.StreamServerInterceptor
 	// Watch tunes WatchCreditSessions: poll interval, maximum duration, failure bound.
+	// Its MaxWatches, when 0, follows the memory the process may use (MaxWatchesFor).
 	Watch watch.Config
+	// MemoryLimit is the memory the process may use, in bytes, for the watch cap;
+	// 0 means GOMEMLIMIT or the cgroup's limit, whichever is smaller.
+	MemoryLimit int64
 	// RedisAddr, when set, makes the replicas sharing it one fleet for watches: one
 	// poll per user for the whole fleet, webhooks reaching every replica. A host:port or
 	// a redis:// or rediss:// URL.
@@ -311,6 +315,13 @@ func New(cfg Config) (_ *App, err error) {
 	}
 	watchCfg := cfg.Watch
 	watchCfg.Logger = a.logger
+	if watchCfg.MaxWatches <= 0 {
+		limit := cfg.MemoryLimit
+		if limit <= 0 {
+			limit = memoryLimit()
+		}
+		watchCfg.MaxWatches = MaxWatchesFor(limit)
+	}
 	if cfg.RedisAddr != "" {
 		if a.fleet, err = watch.NewRedisFleet(cfg.RedisAddr, cfg.RedisPassword, a.logger); err != nil {
 			return nil, err
@@ -327,7 +338,7 @@ func New(cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	a.metrics.ObserveWatch(a.hub)
-	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)))
+	serverOptions := append(grpcLimits(cfg.HeaderTimeout), grpc.StatsHandler(server.HoldMemory(budget)), grpc.InTapHandle(server.WatchTap))
 	serverOptions = append(serverOptions, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}))
 	var handshakes *auth.HandshakeLog
 	if security.TLS != nil {
@@ -527,7 +538,8 @@ func (a *App) logSecurity() {
 	sec := a.cfg.Security
 	a.logger.Info("security", "tls", sec.TLSCert != "", "client_certificates", sec.ClientCA != "",
 		"bearer_tokens", sec.JWKS != "", "authz_policy", sec.PolicyFile != "",
-		"caller_rate", sec.CallerRate, "allow_insecure", a.cfg.AllowInsecure)
+		"caller_rate", sec.CallerRate, "caller_max_watches", sec.CallerMaxWatches,
+		"max_watches", a.hub.Config().MaxWatches, "allow_insecure", a.cfg.AllowInsecure)
 	if a.cfg.AllowInsecure {
 		a.logger.Warn("-allow-insecure: the listeners may face a network without TLS or caller authentication, and pprof is served on the admin address")
 	}

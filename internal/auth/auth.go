@@ -32,6 +32,9 @@ type Options struct {
 	// bursts of CallerBurst.
 	CallerRate  float64
 	CallerBurst int
+	// CallerMaxWatches, when above 0, caps the watches (server-streaming calls other
+	// than health's) each caller may have open on this replica at once.
+	CallerMaxWatches int
 	// ReloadEvery is how often files in use are looked at again; 0 means
 	// DefaultReloadEvery.
 	ReloadEvery time.Duration
@@ -60,6 +63,7 @@ type Security struct {
 	jwt           *JWTVerifier
 	policy        *File[*Policy]
 	quota         *Quota
+	watches       *watchCount
 	metrics       *Metrics
 	logger        *slog.Logger
 	now           func() time.Time
@@ -118,6 +122,8 @@ func New(opts Options, logger *slog.Logger, metrics *Metrics) (*Security, error)
 		return nil, errors.New("-authz-policy needs -client-ca or -jwt-jwks: a policy names callers, who must prove who they are")
 	case opts.CallerRate < 0 || opts.CallerBurst < 0:
 		return nil, errors.New("-caller-rate and -caller-burst must not be negative")
+	case opts.CallerMaxWatches < 0:
+		return nil, errors.New("-caller-max-watches must not be negative")
 	case opts.CallerBurst > 0 && opts.CallerRate == 0:
 		return nil, errors.New("-caller-burst needs -caller-rate")
 	}
@@ -151,6 +157,9 @@ func New(opts Options, logger *slog.Logger, metrics *Metrics) (*Security, error)
 			burst = max(1, int(opts.CallerRate))
 		}
 		s.quota = NewQuota(opts.CallerRate, burst)
+	}
+	if opts.CallerMaxWatches > 0 {
+		s.watches = newWatchCount(opts.CallerMaxWatches)
 	}
 	return s, nil
 }

@@ -47,3 +47,13 @@ func quotaExceeded(wait time.Duration) error {
 	return plaidStatus(codes.ResourceExhausted, "this caller's call rate is over its quota",
 		"RATE_LIMIT_EXCEEDED", "RATE_LIMIT", "429", wait)
 }
+
+// watchRetry is when a caller refused for having too many watches may try again: by
+// then one of its watches may have ended, or the balancer may pick a replica where it
+// has fewer.
+const watchRetry = time.Second
+
+func tooManyWatches() error {
+	return plaidStatus(codes.ResourceExhausted, "this caller has too many watches open on this server",
+		"RATE_LIMIT_EXCEEDED", "RATE_LIMIT", "429", watchRetry)
+}

@@ -18,7 +18,7 @@ import (
 // Unary is the unary interceptor: authentication, authorization, quota, metrics.
 func (s *Security) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, label, transport, err := s.admit(ctx, info.FullMethod, quotaCost(req))
+		ctx, label, transport, _, err := s.admit(ctx, info.FullMethod, quotaCost(req))
 		var resp any
 		if err == nil {
 			resp, err = handler(ctx, req)
@@ -28,16 +28,37 @@ func (s *Security) Unary() grpc.UnaryServerInterceptor {
 	}
 }
 
-// Stream is the stream interceptor, the same checks as Unary's.
+// Stream is the stream interceptor, the same checks as Unary's, and for watches the
+// caller's cap on watches open at once.
 func (s *Security) Stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, label, transport, err := s.admit(ss.Context(), info.FullMethod, 1)
+		ctx, label, transport, key, err := s.admit(ss.Context(), info.FullMethod, 1)
+		if err == nil && s.watches != nil && isWatch(info) {
+			if s.watches.acquire(key) {
+				defer s.watches.release(key)
+			} else {
+				if s.metrics != nil {
+					s.metrics.watchRejections.WithLabelValues(label).Inc()
+				}
+				if s.OnRefused != nil {
+					s.OnRefused(ctx, "quota", "")
+				}
+				err = tooManyWatches()
+			}
+		}
 		if err == nil {
 			err = handler(srv, &stream{ServerStream: ss, ctx: ctx})
 		}
 		s.count(info.FullMethod, transport, label, err)
 		return err
 	}
+}
+
+// isWatch reports whether a stream is a watch: the server sends for as long as the
+// call lasts. Health's Watch is left out, as health is from every other check: probes
+// must not depend on a caller's other watches.
+func isWatch(info *grpc.StreamServerInfo) bool {
+	return info.IsServerStream && !info.IsClientStream && !strings.HasPrefix(info.FullMethod, healthPrefix)
 }
 
 type stream struct {
@@ -67,8 +88,9 @@ func quotaCost(req any) int {
 const healthPrefix = "/grpc.health.v1.Health/"
 
 // admit runs the checks for a call to method, returning the context that carries the
-// caller and the caller's metric label.
-func (s *Security) admit(ctx context.Context, method string, cost int) (_ context.Context, label, transport string, _ error) {
+// caller, the caller's metric label, and the key its quota and watches are counted
+// under.
+func (s *Security) admit(ctx context.Context, method string, cost int) (_ context.Context, label, transport, key string, _ error) {
 	transport = "grpc"
 	var state *tls.ConnectionState
 	var authorization string
@@ -100,7 +122,7 @@ func (s *Security) admit(ctx context.Context, method string, cost int) (_ contex
 			if s.OnRefused != nil {
 				s.OnRefused(ctx, "unauthenticated", "")
 			}
-			return ctx, "other", transport, unauthenticated()
+			return ctx, "other", transport, "", unauthenticated()
 		}
 		ctx = context.WithValue(ctx, callerKey{}, c)
 		if s.OnCaller != nil {
@@ -131,17 +153,18 @@ func (s *Security) admit(ctx context.Context, method string, cost int) (_ contex
 			if s.OnRefused != nil {
 				s.OnRefused(ctx, "permission_denied", d.Rule)
 			}
-			return ctx, label, transport, permissionDenied()
+			return ctx, label, transport, "", permissionDenied()
 		}
 	}
-	if s.quota != nil && !health {
-		var key string // anonymous callers (without authentication) by address
-		switch {
+	if (s.quota != nil || s.watches != nil) && !health {
+		switch { // anonymous callers (without authentication) by address
 		case c != nil:
 			key = "id:" + c.id
 		case addr != nil:
 			key = "addr:" + hostOf(addr())
 		}
+	}
+	if s.quota != nil && !health {
 		if ok, wait := s.quota.TakeN(key, s.now(), cost); !ok {
 			if s.metrics != nil {
 				s.metrics.quotaRejections.WithLabelValues(label).Inc()
@@ -149,10 +172,10 @@ func (s *Security) admit(ctx context.Context, method string, cost int) (_ contex
 			if s.OnRefused != nil {
 				s.OnRefused(ctx, "quota", "")
 			}
-			return ctx, label, transport, quotaExceeded(wait)
+			return ctx, label, transport, key, quotaExceeded(wait)
 		}
 	}
-	return ctx, label, transport, nil
+	return ctx, label, transport, key, nil
 }
 
 // authenticate proves the caller: by bearer token when one is sent and tokens are

@@ -7,6 +7,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	calls           *prometheus.CounterVec
 	quotaRejections *prometheus.CounterVec
+	watchRejections *prometheus.CounterVec
 	authFailures    *prometheus.CounterVec
 	reloadOK        *prometheus.GaugeVec
 	reloadErrors    *prometheus.CounterVec
@@ -23,6 +24,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		quotaRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditsessions_caller_quota_rejections_total",
 			Help: "Calls refused because their caller had spent its -caller-rate allowance.",
+		}, []string{"caller"}),
+		watchRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "creditsessions_caller_watch_rejections_total",
+			Help: "Watches refused because their caller had -caller-max-watches open on this replica already.",
 		}, []string{"caller"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "creditsessions_auth_failures_total",
@@ -43,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.authFailures.WithLabelValues("unauthenticated")
 	m.authFailures.WithLabelValues("permission_denied")
-	reg.MustRegister(m.calls, m.quotaRejections, m.authFailures, m.reloadOK, m.reloadErrors, m.insecure)
+	reg.MustRegister(m.calls, m.quotaRejections, m.watchRejections, m.authFailures, m.reloadOK, m.reloadErrors, m.insecure)
 	return m
 }
 

@@ -53,7 +53,15 @@ func (h *handler) serveWatch(w http.ResponseWriter, r *http.Request) {
 		requestError(err).write(w)
 		return
 	}
-	ctx, err := runtime.AnnotateIncomingContext(r.Context(), h.gateway, r, watchInfo.FullMethod,
+	ctx := r.Context()
+	if h.memory != nil {
+		// The first answer is read and encoded under the budget, as for a gRPC watch
+		// (server.HoldMemory); the watch gives the hold back once that answer is sent.
+		var end func()
+		ctx, end = server.HoldAnswerMemory(ctx, h.memory)
+		defer end()
+	}
+	ctx, err = runtime.AnnotateIncomingContext(ctx, h.gateway, r, watchInfo.FullMethod,
 		runtime.WithHTTPPathPattern(watchPath))
 	if err != nil {
 		handleError(ctx, h.gateway, nil, w, r, err)
@@ -65,6 +73,9 @@ func (h *handler) serveWatch(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Time{})
 
 	st := &ndjsonStream{w: w, rc: rc, req: req}
+	// The watch bounds each line's write itself (see server.WithSendDeadline): a reader
+	// that stops reading must not hold the watch for ever.
+	ctx = server.WithSendDeadline(ctx, func(t time.Time) { _ = rc.SetWriteDeadline(t) })
 	ctx = grpc.NewContextWithServerTransportStream(server.WithTransport(ctx, "rest"), transportStream{st})
 	st.ctx = ctx
 	handler := func(srv any, ss grpc.ServerStream) error {
@@ -203,6 +214,10 @@ func (s *ndjsonStream) writeErrorLine(err error) {
 	}
 	line := make([]byte, 0, len(body)+12)
 	line = append(append(append(line, `{"error":`...), body...), "}\n"...)
+	_ = s.rc.SetWriteDeadline(time.Now().Add(errorLineTimeout))
 	_, _ = s.w.Write(line)
 	_ = s.rc.Flush()
 }
+
+// errorLineTimeout bounds writing a watch's last line, its error: a few hundred bytes.
+const errorLineTimeout = 10 * time.Second

@@ -185,6 +185,15 @@ func (m *Metrics) ObserveWatch(hub *watch.Hub) {
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "creditsessions_watches", Help: "Watches of users' credit sessions open on this replica.",
 	}, func() float64 { return float64(hub.Watches()) }))
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "creditsessions_watches_limit", Help: "The most watches this replica takes at once (-max-watches, or derived from its memory limit).",
+	}, func() float64 { return float64(hub.Config().MaxWatches) }))
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "creditsessions_watch_refusals_total", Help: "Watches refused because this replica had its -max-watches open (ResourceExhausted with a RetryInfo: clients try another replica).",
+	}, func() float64 { return float64(hub.Refused()) }))
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "creditsessions_watch_slow_readers_total", Help: "Watches ended because their reader did not take a message within -watch-write-timeout (or before -watch-max-duration).",
+	}, func() float64 { return float64(hub.SlowReaders()) }))
 	for _, r := range []creditv1.WatchCreditSessionsReason{
 		creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_INITIAL,
 		creditv1.WatchCreditSessionsReason_WATCH_CREDIT_SESSIONS_REASON_WEBHOOK,

@@ -102,6 +102,11 @@ type Config struct {
 	// new watch is refused with ResourceExhausted and a RetryInfo, so that watches cannot
 	// take the replica's memory without bound.
 	MaxWatches int
+	// WriteTimeout bounds the time one message may take to reach a watch's reader
+	// [30s]: a reader that stops reading has its watch ended then (and at MaxDuration
+	// at the latest), as Kubernetes' API server ends a watch whose client does not
+	// keep up, instead of holding its slot, goroutine and message for ever.
+	WriteTimeout time.Duration
 	// Fleet, when set, shares polls and wake-ups with other replicas.
 	Fleet Fleet
 	// Logger; nil means slog.Default().
@@ -118,6 +123,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxDuration, 30*time.Minute)
 	def(&c.FailAfter, 5*time.Minute)
 	def(&c.PollTimeout, 30*time.Second)
+	def(&c.WriteTimeout, 30*time.Second)
 	if c.MaxPolls <= 0 {
 		c.MaxPolls = 16
 	}
@@ -183,7 +189,19 @@ type Hub struct {
 	local    uint64 // fetches stamped without the fleet: Version.Local
 
 	messages [4]atomic.Int64 // by reason
+	slow     atomic.Int64    // watches ended for a reader that did not keep up
+	refused  atomic.Int64    // watches refused past MaxWatches
 }
+
+// CountSlowReader counts a watch ended because its reader did not take a message
+// within WriteTimeout, for the metrics.
+func (h *Hub) CountSlowReader() { h.slow.Add(1) }
+
+// SlowReaders is the number of watches ended on this replica for a slow reader.
+func (h *Hub) SlowReaders() int64 { return h.slow.Load() }
+
+// Refused is the number of watches refused on this replica for MaxWatches.
+func (h *Hub) Refused() int64 { return h.refused.Load() }
 
 // CountMessage counts a message sent on a watch, for the metrics.
 func (h *Hub) CountMessage(reason creditv1.WatchCreditSessionsReason) {
@@ -262,6 +280,7 @@ func (h *Hub) Watch(key Key, userID string, fetch Fetch) (*Watcher, error) {
 		return nil, h.draining
 	}
 	if h.watchers >= h.cfg.MaxWatches {
+		h.refused.Add(1)
 		return nil, errTooManyWatches
 	}
 	e := h.entries[key]
