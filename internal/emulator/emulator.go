@@ -34,6 +34,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -77,6 +78,7 @@ type Emulator struct {
 	accepted atomic.Pointer[[]string] // the secrets accepted; secret is the first
 	logger   *slog.Logger
 	calls    atomic.Int64
+	counted  sync.Map // user token → *atomic.Int64, for the tokens CountCalls was asked about
 	faults   faultState
 	webhooks webhookState
 }
@@ -116,6 +118,15 @@ func (e *Emulator) AcceptSecrets(secrets ...string) {
 // Calls is the number of requests for the path /credit/sessions/get received so far,
 // whatever their method or outcome. Requests for other paths are not counted.
 func (e *Emulator) Calls() int64 { return e.calls.Load() }
+
+// CountCalls starts counting the calls that name userToken, and returns the count so far:
+// a test that must know what one user cost Plaid, whatever other users' calls did
+// meanwhile (a healthy call retried under load, say). Only tokens asked about are
+// counted, so a load run's many tokens cost nothing.
+func (e *Emulator) CountCalls(userToken string) func() int64 {
+	c, _ := e.counted.LoadOrStore(userToken, new(atomic.Int64))
+	return c.(*atomic.Int64).Load
+}
 
 // ServeHTTP answers one request as Plaid would, unless a fault says otherwise.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -227,6 +238,9 @@ func (e *Emulator) check(w http.ResponseWriter, r *http.Request) (successBody, *
 	}
 	if secret == "" {
 		secret = r.Header.Get("PLAID-SECRET")
+	}
+	if c, ok := e.counted.Load(userToken); ok {
+		c.(*atomic.Int64).Add(1)
 	}
 	var missing []string
 	for _, f := range required {
