@@ -354,6 +354,10 @@ func appendFloat(b []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendString appends s to b as a JSON string, as the codec writes strings: for other
+// hand-written JSON encoders of the service (the audit trail's).
+func AppendString(b []byte, s string) []byte { return appendString(b, s) }
+
 // appendString writes s as a JSON string. Only what JSON requires is escaped, plus
 // U+2028 and U+2029 for JavaScript; invalid UTF-8 becomes U+FFFD.
 func appendString(b []byte, s string) []byte {
