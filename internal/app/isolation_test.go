@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -325,34 +324,7 @@ func TestChunkedAnswersAreBudgeted(t *testing.T) {
 		AttemptTimeout: 2 * time.Minute, CallTimeout: 3 * time.Minute}})
 	// The memory held, sampled while the calls run: chunked bodies are counted as they
 	// arrive, and never past the limit.
-	var most atomic.Int64
-	sampled := make(chan struct{})
-	stopSampling := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(2 * time.Millisecond) // a sampling rate, not a wait for anything
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-tick.C:
-			}
-			resp, err := http.Get("http://" + s.app.AdminAddr().String() + "/metrics")
-			if err != nil {
-				continue
-			}
-			raw, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			for line := range strings.Lines(string(raw)) {
-				if v, ok := strings.CutPrefix(line, "creditsessions_answer_memory_bytes "); ok {
-					if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && int64(n) > most.Load() {
-						most.Store(int64(n))
-					}
-				}
-			}
-		}
-	}()
+	stopSampling := sampleMax(s, "creditsessions_answer_memory_bytes")
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for i := range 6 {
@@ -386,11 +358,10 @@ func TestChunkedAnswersAreBudgeted(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stopSampling)
-	<-sampled
+	most := stopSampling()
 	assert.Zero(t, failed.Load())
-	assert.Positive(t, most.Load(), "chunked bodies are counted against the budget")
-	assert.LessOrEqual(t, most.Load(), int64(limit))
+	assert.Positive(t, most, "chunked bodies are counted against the budget")
+	assert.LessOrEqual(t, most, int64(limit))
 	m := s.scrape(t)
 	assert.Zero(t, m["creditsessions_answer_memory_bytes"][""], "all given back")
 }
