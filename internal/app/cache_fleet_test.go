@@ -17,6 +17,7 @@ import (
 	"github.com/creditsessions/creditsessions/internal/app"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/redistest"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -55,7 +56,7 @@ type cacheFleet struct {
 	redis    *redis.Client
 }
 
-func startCacheFleet(t *testing.T, r *redisServer, key string) *cacheFleet {
+func startCacheFleet(t *testing.T, r *redistest.Server, key string) *cacheFleet {
 	t.Helper()
 	emu, err := emulator.Start("127.0.0.1:0", emulator.Config{})
 	require.NoError(t, err)
@@ -66,7 +67,7 @@ func startCacheFleet(t *testing.T, r *redisServer, key string) *cacheFleet {
 		cfg := app.Config{
 			Plaid: app.PlaidConfig{BaseURL: emu.URL, Credentials: plaid.Credentials{
 				ClientID: emu.Emulator.ClientID(), Secret: emu.Emulator.Secret()}},
-			RedisAddr:   r.addr(),
+			RedisAddr:   r.Addr(),
 			WebhookAddr: "127.0.0.1:0",
 			Cache:       app.CacheConfig{MaxAge: time.Minute, KeyFile: f.keyFile},
 		}
@@ -76,7 +77,7 @@ func startCacheFleet(t *testing.T, r *redisServer, key string) *cacheFleet {
 	}
 	fl := &fleet{replicas: f.replicas}
 	fl.waitRedis(t, 1)
-	f.redis = redis.NewClient(&redis.Options{Addr: r.addr()})
+	f.redis = redis.NewClient(&redis.Options{Addr: r.Addr()})
 	t.Cleanup(func() { _ = f.redis.Close() })
 	return f
 }
@@ -95,7 +96,7 @@ func (f *cacheFleet) entries(t *testing.T) map[string][]byte {
 }
 
 func TestCacheFleetSharesSealedEntriesAndWebhooksEvictEverywhere(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	f := startCacheFleet(t, r, newCacheKey(t))
 	emu := f.emu.Emulator
 	const token = "user-sandbox-example#fleet-cache"
@@ -155,7 +156,7 @@ func TestCacheFleetSharesSealedEntriesAndWebhooksEvictEverywhere(t *testing.T) {
 }
 
 func TestCacheFleetKeyRotation(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	oldKey, newKey := newCacheKey(t), newCacheKey(t)
 	f := startCacheFleet(t, r, oldKey)
 	emu := f.emu.Emulator
@@ -206,14 +207,14 @@ func TestCacheFleetKeyRotation(t *testing.T) {
 }
 
 func TestCacheFleetSurvivesRedisDying(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	f := startCacheFleet(t, r, newCacheKey(t))
 	emu := f.emu.Emulator
 	const token = "user-sandbox-example#redis-dies"
 	for _, s := range f.replicas {
 		require.NoError(t, getGRPC(t, s, token, "cache-control", "max-age=60").err)
 	}
-	r.stop()
+	r.Stop()
 	(&fleet{replicas: f.replicas}).waitRedis(t, 0)
 	for i, s := range f.replicas {
 		for _, tr := range transports {
@@ -229,7 +230,7 @@ func TestCacheFleetSurvivesRedisDying(t *testing.T) {
 			assert.NotEmpty(t, again.age, "kept in memory while Redis is down")
 		}
 	}
-	r.start()
+	r.Restart()
 	(&fleet{replicas: f.replicas}).waitRedis(t, 1)
 	// Shared again: what one replica stores, the other reads without asking Plaid.
 	back := ""

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,66 +12,12 @@ import (
 	"github.com/creditsessions/creditsessions/internal/app"
 	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/plaid"
+	"github.com/creditsessions/creditsessions/internal/redistest"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// redisServer is a real redis-server on a free loopback port, for this test only.
-type redisServer struct {
-	t    *testing.T
-	bin  string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startRedis starts redis-server (Debian's redis-server package; CI installs it), or
-// skips the test when it is not installed.
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed (apt-get install redis-server): the fleet tests need a real Redis")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	r := &redisServer{t: t, bin: bin, port: port}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(r.port),
-		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning")
-	require.NoError(r.t, r.cmd.Start())
-	r.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(r.cmd, r.done)
-	c := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
-	defer c.Close()
-	require.Eventually(r.t, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		return c.Ping(ctx).Err() == nil
-	}, 10*time.Second, 10*time.Millisecond, "redis-server did not come up on %s", r.addr())
-}
-
-// stop kills redis-server, as a crash would.
-func (r *redisServer) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
-}
 
 // fleet is three replicas sharing one Redis and one Plaid (the emulator).
 type fleet struct {
@@ -141,9 +84,9 @@ func (f *fleet) pollsTakeAnIntervalEach(t *testing.T, n int64, interval time.Dur
 }
 
 func TestFleetPollsEachUserOncePerInterval(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	const interval = 100 * time.Millisecond
-	f := startFleet(t, r.addr(), interval)
+	f := startFleet(t, r.Addr(), interval)
 	const token = "user-sandbox-example#fleet"
 	watches := f.watchEverywhere(t, token, f.emu.Emulator.UserID(token), 5)
 	f.pollsTakeAnIntervalEach(t, 6, interval)
@@ -153,7 +96,7 @@ func TestFleetPollsEachUserOncePerInterval(t *testing.T) {
 		}
 	}
 	// Redis names users by hashes only.
-	rc := redis.NewClient(&redis.Options{Addr: r.addr()})
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rc.Close()
 	keys, err := rc.Keys(context.Background(), "*").Result()
 	require.NoError(t, err)
@@ -176,8 +119,8 @@ func TestFleetPollsEachUserOncePerInterval(t *testing.T) {
 }
 
 func TestFleetWebhookOnOneReplicaReachesWatchesOnAll(t *testing.T) {
-	r := startRedis(t)
-	f := startFleet(t, r.addr(), time.Hour) // no poll during the test: only the webhook
+	r := redistest.Start(t)
+	f := startFleet(t, r.Addr(), time.Hour) // no poll during the test: only the webhook
 	const token = "user-sandbox-example#fleet-webhook"
 	watches := f.watchEverywhere(t, token, f.emu.Emulator.UserID(token), 5)
 	_, err := f.emu.Emulator.AddSession(token)
@@ -200,8 +143,8 @@ func TestFleetWebhookOnOneReplicaReachesWatchesOnAll(t *testing.T) {
 // A webhook one replica accepted, sent again to another (a replay, or Plaid's load
 // balancer delivering twice), wakes nobody twice: the replay cache is the fleet's.
 func TestFleetWebhookAcceptedOnOneReplicaIsAReplayOnAnother(t *testing.T) {
-	r := startRedis(t)
-	f := startFleet(t, r.addr(), time.Hour) // no poll during the test: only the webhook
+	r := redistest.Start(t)
+	f := startFleet(t, r.Addr(), time.Hour) // no poll during the test: only the webhook
 	body := []byte(`{"webhook_type":"INCOME","webhook_code":"BANK_INCOME_COMPLETE","user_id":"user-replayed","result":"SUCCESS","environment":"sandbox"}`)
 	token, err := f.emu.Emulator.SignWebhook(body)
 	require.NoError(t, err)
@@ -219,8 +162,8 @@ func TestFleetWebhookAcceptedOnOneReplicaIsAReplayOnAnother(t *testing.T) {
 }
 
 func TestFleetWakeReachesEveryReplica(t *testing.T) {
-	r := startRedis(t)
-	f := startFleet(t, r.addr(), time.Hour) // no poll during the test: only wake-ups
+	r := redistest.Start(t)
+	f := startFleet(t, r.Addr(), time.Hour) // no poll during the test: only wake-ups
 	f.watchEverywhere(t, "user-sandbox-example#wake", "user-wake", 2)
 	for i, s := range f.replicas {
 		calls := f.emu.Emulator.Calls()
@@ -232,7 +175,7 @@ func TestFleetWakeReachesEveryReplica(t *testing.T) {
 	}
 
 	// Shutdown gives the lease back, so another replica need not wait for it to expire.
-	rc := redis.NewClient(&redis.Options{Addr: r.addr()})
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rc.Close()
 	leases, err := rc.Keys(context.Background(), "creditsessions:watch:v2:lease:*").Result()
 	require.NoError(t, err)
@@ -246,9 +189,9 @@ func TestFleetWakeReachesEveryReplica(t *testing.T) {
 }
 
 func TestFleetSurvivesRedisRestarting(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	const interval = 100 * time.Millisecond
-	f := startFleet(t, r.addr(), interval)
+	f := startFleet(t, r.Addr(), interval)
 	const token = "user-sandbox-example#restart"
 	watches := f.watchEverywhere(t, token, f.emu.Emulator.UserID(token), 2)
 	changed := func(sessions int) {
@@ -264,7 +207,7 @@ func TestFleetSurvivesRedisRestarting(t *testing.T) {
 		}
 	}
 
-	r.stop()
+	r.Stop()
 	f.waitRedis(t, 0)
 	// Calls keep working, and watches keep being told, each replica polling on its own.
 	for i, s := range f.replicas {
@@ -274,7 +217,7 @@ func TestFleetSurvivesRedisRestarting(t *testing.T) {
 	}
 	changed(3)
 
-	r.start()
+	r.Restart()
 	f.waitRedis(t, 1)
 	// Back to one poller for the fleet; the watches never ended.
 	f.pollsTakeAnIntervalEach(t, 6, interval)

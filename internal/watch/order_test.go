@@ -2,71 +2,16 @@ package watch_test
 
 import (
 	"context"
-	"net"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
+	"github.com/creditsessions/creditsessions/internal/redistest"
 	"github.com/creditsessions/creditsessions/internal/watch"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// redisServer is a real redis-server on a free loopback port, for one test.
-type redisServer struct {
-	t    *testing.T
-	bin  string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed (apt-get install redis-server): the fleet tests need a real Redis")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	r := &redisServer{t: t, bin: bin, port: ln.Addr().(*net.TCPAddr).Port}
-	require.NoError(t, ln.Close())
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(r.port),
-		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning")
-	require.NoError(r.t, r.cmd.Start())
-	r.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(r.cmd, r.done)
-	c := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
-	defer c.Close()
-	require.Eventually(r.t, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		return c.Ping(ctx).Err() == nil
-	}, 10*time.Second, 10*time.Millisecond, "redis-server did not come up on %s", r.addr())
-}
-
-// stop kills redis-server, as a crash would: its data is gone.
-func (r *redisServer) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
-}
 
 // replica is a hub with a RedisFleet, as one replica has.
 func replica(t *testing.T, addr string, cfg watch.Config) (*watch.Hub, *watch.RedisFleet) {
@@ -84,10 +29,10 @@ func replica(t *testing.T, addr string, cfg watch.Config) (*watch.Hub, *watch.Re
 // lease passed to replica B, whose newer answer the watch on B has sent. A's answer
 // reaches B through Redis, and the watch does not step back to it.
 func TestTwoPollersDeliveringOutOfOrderThroughRedis(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	key, marker := watch.Key{21}, watch.Key{22}
-	b, _ := replica(t, r.addr(), watch.Config{PollInterval: time.Hour})
-	_, a := replica(t, r.addr(), watch.Config{PollInterval: time.Hour})
+	b, _ := replica(t, r.Addr(), watch.Config{PollInterval: time.Hour})
+	_, a := replica(t, r.Addr(), watch.Config{PollInterval: time.Hour})
 	require.Eventually(t, func() bool { return a.Up() }, 10*time.Second, 10*time.Millisecond)
 
 	// The watch on B starts and sends its first message.
@@ -139,9 +84,9 @@ func TestTwoPollersDeliveringOutOfOrderThroughRedis(t *testing.T) {
 // Stamps from two replicas are one sequence, and stay above every earlier one after
 // Redis restarts without its data.
 func TestStampsIncreaseAcrossReplicasAndRedisRestarts(t *testing.T) {
-	r := startRedis(t)
-	_, a := replica(t, r.addr(), watch.Config{PollInterval: time.Hour})
-	_, b := replica(t, r.addr(), watch.Config{PollInterval: time.Hour})
+	r := redistest.Start(t)
+	_, a := replica(t, r.Addr(), watch.Config{PollInterval: time.Hour})
+	_, b := replica(t, r.Addr(), watch.Config{PollInterval: time.Hour})
 	key := watch.Key{23}
 	up := func() {
 		require.Eventually(t, func() bool { return a.Up() && b.Up() }, 10*time.Second, 10*time.Millisecond)
@@ -157,10 +102,10 @@ func TestStampsIncreaseAcrossReplicasAndRedisRestarts(t *testing.T) {
 		require.Greater(t, s, last)
 		last = s
 	}
-	r.stop()
+	r.Stop()
 	require.Eventually(t, func() bool { return !a.Up() && !b.Up() }, 10*time.Second, 10*time.Millisecond)
 	assert.Zero(t, a.Stamp(t.Context(), key), "no stamp while Redis is down: the hub stamps locally")
-	r.start()
+	r.Restart()
 	up()
 	s := b.Stamp(t.Context(), key)
 	assert.Greater(t, s, last, "a counter lost with Redis's data starts above its old numbers")
