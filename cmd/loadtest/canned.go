@@ -28,12 +28,38 @@ type canned struct {
 
 // startCanned serves the canned server on a fresh loopback listener until stop is called.
 func startCanned(upstream *plaid.Client) (addr string, stop func(), err error) {
+	return serveBare(&canned{upstream: upstream, answers: map[string]*creditv1.CreditSessionsGetResponse{}})
+}
+
+// bare is the floor of this design: the canned server's bare grpc-go server, whose
+// handler asks Plaid on every call through the service's own client (its transport and
+// its JSON decoder), and does nothing else: no interceptors, logs, metrics, auth,
+// coalescing, retries or limits. What the service costs above it is what those cost;
+// what it costs above canned is one HTTP exchange with Plaid and one decode, which any
+// service that answers from Plaid pays.
+type bare struct {
+	creditv1.UnimplementedCreditServiceServer
+	upstream *plaid.Client
+}
+
+func (b *bare) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSessionsGetRequest) (*creditv1.CreditSessionsGetResponse, error) {
+	return b.upstream.CreditSessionsGet(ctx, plaid.Request{UserToken: req.GetUserToken()})
+}
+
+// startBareProxy serves bare on a fresh loopback listener until stop is called.
+func startBareProxy(upstream *plaid.Client) (addr string, stop func(), err error) {
+	return serveBare(&bare{upstream: upstream})
+}
+
+// serveBare serves svc from a grpc-go server with no options, as a caller's first try
+// would, on a fresh loopback listener until stop is called.
+func serveBare(svc creditv1.CreditServiceServer) (addr string, stop func(), err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
 	srv := grpc.NewServer()
-	creditv1.RegisterCreditServiceServer(srv, &canned{upstream: upstream, answers: map[string]*creditv1.CreditSessionsGetResponse{}})
+	creditv1.RegisterCreditServiceServer(srv, svc)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

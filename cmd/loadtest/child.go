@@ -55,6 +55,8 @@ type childLine struct {
 	GRPC string `json:"grpc_addr,omitempty"` // service
 	// Canned is the bare gRPC server in the service's process: the floor (see canned).
 	Canned string `json:"canned_addr,omitempty"`
+	// Bare is the bare gRPC server that asks Plaid on every call: the design's floor (see bare).
+	Bare string `json:"bare_addr,omitempty"`
 	// Naive is the naive proxy, in a process of its own: the other yardstick (see naive).
 	Naive string `json:"naive_addr,omitempty"`
 	// Admin is the service's (or the naive proxy's) /metrics, which counts its allocations.
@@ -190,8 +192,13 @@ func runService(ctx context.Context, getenv func(string) string, out *lineWriter
 		return err
 	}
 	defer stopCanned()
+	bareAddr, stopBare, err := startBareProxy(upstream)
+	if err != nil {
+		return err
+	}
+	defer stopBare()
 	if err := out.write(childLine{Role: roleService, PID: os.Getpid(), GRPC: a.GRPCAddr().String(),
-		HTTP: a.HTTPAddr().String(), Canned: cannedAddr, Admin: a.AdminAddr().String()}); err != nil {
+		HTTP: a.HTTPAddr().String(), Canned: cannedAddr, Bare: bareAddr, Admin: a.AdminAddr().String()}); err != nil {
 		return err
 	}
 	return a.Run(ctx)

@@ -154,7 +154,7 @@ func loadtest(ctx context.Context, cfg config, stdout, stderr io.Writer) (_ *rep
 		return nil, err
 	}
 	defer naive.stop()
-	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP, svc.ready.Canned, svc.ready.Admin, naive.ready.Naive, naive.ready.Admin} {
+	for _, addr := range []string{svc.ready.GRPC, svc.ready.HTTP, svc.ready.Canned, svc.ready.Bare, svc.ready.Admin, naive.ready.Naive, naive.ready.Admin} {
 		if err := loopback.CheckAddr(addr); err != nil {
 			return nil, fmt.Errorf("the service child: %w", err)
 		}
@@ -192,6 +192,10 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc, naive *c
 	if err != nil {
 		return err
 	}
+	bareT, err := newGRPCTarget(svc.ready.Bare)
+	if err != nil {
+		return err
+	}
 	naiveT, err := newGRPCTarget(naive.ready.Naive)
 	if err != nil {
 		return err
@@ -199,6 +203,7 @@ func measureAll(ctx context.Context, cfg config, rep *report, emu, svc, naive *c
 	targets := []namedTarget{
 		{targetDirect, newHTTPTarget(emu.ready.URL, creds, maxConcurrency)},
 		{targetCanned, cannedT},
+		{targetBare, bareT},
 		{targetNaive, naiveT},
 		{targetGRPC, grpcT},
 		{targetREST, newHTTPTarget("http://"+svc.ready.HTTP, plaid.Credentials{}, maxConcurrency)},

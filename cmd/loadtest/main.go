@@ -4,6 +4,9 @@
 //   - direct: the emulator over HTTP, as a caller would call Plaid;
 //   - canned: the floor, a bare grpc-go server in the service's process that answers
 //     from memory what Plaid answered once (see canned);
+//   - bare: the same bare server asking Plaid on every call through the service's own
+//     client, and nothing else: the floor of any service that answers from Plaid (see bare);
+//   - naive: the proxy an afternoon's work gives (see naive);
 //   - grpc: the service over gRPC, through one client connection;
 //   - rest: the service's REST mirror, through one pooled HTTP client;
 //

@@ -57,7 +57,7 @@ func TestLoadtestShortRun(t *testing.T) {
 	t.Log("\n" + stdout.String())
 	require.NoError(t, rep.failure())
 
-	require.Len(t, rep.Results, 5*3*2, "5 targets × 3 windows × 2 rounds")
+	require.Len(t, rep.Results, 6*3*2, "6 targets × 3 windows × 2 rounds")
 	for _, res := range rep.Results {
 		t.Run(res.Window.Name()+"/"+res.Target, func(t *testing.T) {
 			assert.Zero(t, res.Errors, "errors: %v", res.ErrorKind)
@@ -84,7 +84,7 @@ func TestLoadtestShortRun(t *testing.T) {
 	for _, res := range rep.Results {
 		targets[res.Target]++
 	}
-	assert.Equal(t, map[string]int{targetDirect: 6, targetCanned: 6, targetNaive: 6, targetGRPC: 6, targetREST: 6}, targets)
+	assert.Equal(t, map[string]int{targetDirect: 6, targetCanned: 6, targetBare: 6, targetNaive: 6, targetGRPC: 6, targetREST: 6}, targets)
 	for _, res := range rep.Results {
 		if res.Target != targetDirect && res.Window.Kind != "latency" {
 			assert.Positive(t, res.Service.Mallocs, "%s %s: allocations counted", res.Window.Name(), res.Target)

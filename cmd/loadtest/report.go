@@ -149,7 +149,7 @@ func (r *report) preamble() []string {
 		fmt.Sprintf("Machine: %s %s/%s, %d CPUs, %s.", runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
 		"Processes: emulator (Plaid's side), service, and this load generator, each its own process on loopback.",
 		fmt.Sprintf("Each target measured alone, in turn, after %v of warm-up at the window's load; %d rounds, each measuring every window for every target (the order of targets turning each round); every figure is the median of the rounds'.", r.Config.Warmup, r.Config.Rounds),
-		"Targets: direct (the emulator, as a caller would call Plaid), canned (the floor: a bare grpc-go server answering from memory), naive (an afternoon's proxy: dynamic gRPC service, shared net/http client, protojson into dynamicpb), grpc and rest (the service). canned runs in the service's process, naive in one of its own; the service columns of each row are those of the process that served it.",
+		"Targets: direct (the emulator, as a caller would call Plaid), canned (the floor: a bare grpc-go server answering from memory), bare (the design's floor: the same bare server asking Plaid on every call through the service's own client, and doing nothing else), naive (an afternoon's proxy: dynamic gRPC service, shared net/http client, protojson into dynamicpb), grpc and rest (the service). canned and bare run in the service's process, naive in one of its own; the service columns of each row are those of the process that served it.",
 		"Context switches per call: voluntary and involuntary, of all the serving process's threads (/proc/PID/task/*/status); syscalls: read and write calls (/proc/PID/io syscr+syscw); allocs: go_memstats_mallocs_total of the service process.",
 		"Users: " + users + ".",
 		callLogs(r.Config.CallLogs),
@@ -186,7 +186,7 @@ func (r *report) window(win window) []figures {
 	return rows
 }
 
-var targetOrder = []string{targetDirect, targetCanned, targetNaive, targetGRPC, targetREST}
+var targetOrder = []string{targetDirect, targetCanned, targetBare, targetNaive, targetGRPC, targetREST}
 
 func windowTitle(win window, rows []figures) string {
 	sizes := make([]string, 0, len(rows))
@@ -236,7 +236,7 @@ func ratios(win window, rows []figures) [][]string {
 	if len(by) < len(targetOrder) {
 		return nil
 	}
-	direct, canned, naive, g, rest := by[targetDirect], by[targetCanned], by[targetNaive], by[targetGRPC], by[targetREST]
+	direct, canned, bareF, naive, g, rest := by[targetDirect], by[targetCanned], by[targetBare], by[targetNaive], by[targetGRPC], by[targetREST]
 	large := win.Scenario != "small"
 	added := func(d time.Duration) string {
 		if d < 0 {
@@ -249,7 +249,8 @@ func ratios(win window, rows []figures) [][]string {
 		{"req/s ratio:", "grpc/direct " + ratio(g.RPS, direct.RPS), "rest/direct " + ratio(rest.RPS, direct.RPS), "rest/grpc " + ratio(rest.RPS, g.RPS)},
 		{"p50 added over direct:", "grpc " + added(g.P50-direct.P50), "rest " + added(rest.P50-direct.P50)},
 		{"p99 added over direct:", "grpc " + added(g.P99-direct.P99), "rest " + added(rest.P99-direct.P99)},
-		{"service CPU per call over canned:", "grpc " + cpu(g, canned), "rest " + cpu(rest, canned), "naive " + cpu(naive, canned)},
+		{"service CPU per call over canned:", "grpc " + cpu(g, canned), "rest " + cpu(rest, canned), "naive " + cpu(naive, canned), "bare " + cpu(bareF, canned)},
+		{"service CPU per call over bare:", "grpc " + cpu(g, bareF), "rest " + cpu(rest, bareF), "naive " + cpu(naive, bareF)},
 		{"service CPU per call over naive:", "grpc " + cpu(g, naive), "rest " + cpu(rest, naive)},
 		{"p50 over (direct + canned):", "grpc " + ratio(g.P50.Seconds(), (direct.P50+canned.P50).Seconds()),
 			"rest " + ratio(rest.P50.Seconds(), (direct.P50+canned.P50).Seconds())},
@@ -281,6 +282,8 @@ func (r *report) goals() [][2]string {
 	}
 	cpuRatio("small call CPU, gRPC ÷ floor", "small", "rate", targetGRPC, targetCanned)
 	cpuRatio("small call CPU, REST ÷ floor", "small", "rate", targetREST, targetCanned)
+	cpuRatio("small call CPU, bare ÷ floor (the least a call that asks Plaid costs)", "small", "rate", targetBare, targetCanned)
+	cpuRatio("small call CPU, gRPC ÷ bare (what the service's features cost)", "small", "rate", targetGRPC, targetBare)
 	cpuRatio("small call CPU, gRPC ÷ naive proxy", "small", "rate", targetGRPC, targetNaive)
 	cpuRatio("small call CPU, REST ÷ naive proxy", "small", "rate", targetREST, targetNaive)
 	for _, kind := range []string{"c1", "c4"} {

@@ -23,6 +23,7 @@ import (
 const (
 	targetDirect = "direct"
 	targetCanned = "canned" // the floor: a bare gRPC server with the answer at hand
+	targetBare   = "bare"   // the design's floor: the bare gRPC server asking Plaid every call (see bare)
 	targetNaive  = "naive"  // the naive proxy: what an afternoon's work would be (see naive)
 	targetGRPC   = "grpc"
 	targetREST   = "rest"
