@@ -3,6 +3,7 @@ package resilience_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	creditv1 "github.com/creditsessions/creditsessions/gen/plaid/credit/v1"
 	"github.com/creditsessions/creditsessions/internal/plaid"
@@ -42,5 +43,28 @@ func BenchmarkGuard(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSuccessfulCallAllocationBudget holds the guard's allocations on a call Plaid
+// answers at once to what BenchmarkGuard measured: the attempt's deadline and the
+// in-flight slot's bookkeeping, nothing per error path. An errors.As target declared
+// before a nil test once made every successful call pay one more.
+func TestSuccessfulCallAllocationBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	u := instantUpstream{resp: &creditv1.CreditSessionsGetResponse{RequestId: "r"}}
+	g := resilience.New(u, resilience.Config{DisableCoalescing: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	r := plaid.Request{UserToken: "user-sandbox-example"}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := g.CreditSessionsGet(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 4 {
+		t.Errorf("a successful call allocates %.0f times, want at most 4", allocs)
 	}
 }
