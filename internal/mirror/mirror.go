@@ -69,7 +69,9 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 		return nil, err
 	}
 	return &handler{gateway: gw, openAPI: doc, maxBody: opts.MaxRequestBytes, memory: opts.AnswerMemory,
-		svc: svc, streamInterceptor: opts.StreamInterceptor}, nil
+		svc: svc, interceptor: opts.Interceptor, streamInterceptor: opts.StreamInterceptor,
+		getInfo:    &grpc.UnaryServerInfo{Server: svc, FullMethod: creditSessionsGetInfo.FullMethod},
+		getHandler: getHandler{next: svc}.handle}, nil
 }
 
 // handler is the mirror's front door. It does what Plaid does before a request reaches
@@ -83,7 +85,14 @@ type handler struct {
 	memory  *membudget.Budget
 
 	svc               creditv1.CreditServiceServer
+	interceptor       grpc.UnaryServerInterceptor
 	streamInterceptor grpc.StreamServerInterceptor
+	getInfo           *grpc.UnaryServerInfo // the hot route's, made once
+	getHandler        grpc.UnaryHandler
+
+	// viaGateway sends the hot route through grpc-gateway too, as before serveGet: for
+	// the test that compares the two, never in production.
+	viaGateway bool
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -115,6 +124,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.URL.Path == watchPath {
 		h.serveWatch(w, r)
+		return
+	}
+	// An escaped path (RawPath set) is left to the gateway's matching.
+	if r.URL.Path == getPath && r.Method == http.MethodPost && r.URL.RawPath == "" && !h.viaGateway {
+		h.serveGet(w, r, body)
 		return
 	}
 	ctx := context.WithValue(r.Context(), answerKey{}, &answer{})
