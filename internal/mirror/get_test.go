@@ -25,7 +25,6 @@ import (
 	"github.com/creditsessions/creditsessions/internal/membudget"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 	"github.com/creditsessions/creditsessions/server"
-
 )
 
 // seen is what the interceptor chain saw of one call.
