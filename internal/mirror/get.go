@@ -37,7 +37,8 @@ const getPath = "/credit/sessions/get"
 // grpc.ServerTransportStream that grpc.SetHeader finds in the call's context, the
 // request message, and the backing of the incoming metadata's values.
 type getCall struct {
-	req creditv1.CreditSessionsGetRequest
+	body requestBody
+	req  creditv1.CreditSessionsGetRequest
 
 	mu      sync.Mutex
 	header  metadata.MD
@@ -99,17 +100,23 @@ func (g getHandler) handle(ctx context.Context, req any) (any, error) {
 	return g.next.CreditSessionsGet(ctx, req.(*creditv1.CreditSessionsGetRequest))
 }
 
-// serveGet answers `POST /credit/sessions/get` as grpc-gateway's handler for it, with
-// the mirror's options, did: the same metadata for the service, the same interceptor
-// chain, headers, body and errors. The front handler has checked the Content-Type.
-func (h *handler) serveGet(w http.ResponseWriter, r *http.Request, body *requestBody) {
+// serveGet answers `POST /credit/sessions/get` as the front handler and grpc-gateway's
+// handler for it, with the mirror's options, did: the same checks of the body, the same
+// metadata for the service, the same interceptor chain, headers, body and errors.
+func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
+	call := &getCall{}
+	body := &call.body
+	body.ReadCloser = http.MaxBytesReader(w, r.Body, h.maxBody)
+	r.Body = body
+	if !h.acceptsBody(w, r, body) {
+		return
+	}
 	ctx := r.Context()
 	if h.memory != nil {
 		var end func()
 		ctx, end = h.memory.Hold(ctx)
 		defer end()
 	}
-	call := &getCall{}
 	ctx = grpc.NewContextWithServerTransportStream(ctx, call)
 	if tm := r.Header.Get("Grpc-Timeout"); tm != "" {
 		timeout, err := timeoutDecode(tm)
@@ -127,9 +134,12 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request, body *request
 		ctx = metadata.NewIncomingContext(ctx, md)
 	}
 
-	data, err := io.ReadAll(body)
+	buf := bodyBuffers.Get().(*[]byte)
+	defer putBodyBuffer(buf) // after the answer: nothing the call keeps points into it
+	data, err := readAll(body, (*buf)[:0])
+	*buf = data
 	if err == nil {
-		err = plaidjson.UnmarshalRequest(data, &call.req)
+		err = plaidjson.UnmarshalRequest(data, &call.req) // copies the strings it keeps
 	}
 	body.err = err // for answerError, as the gateway's decoder left it
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -161,6 +171,32 @@ func (h *handler) callGet(ctx context.Context, req *creditv1.CreditSessionsGetRe
 	return out, nil
 }
 
+// bodyBuffers hold request bodies while they are decoded.
+var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+
+func putBodyBuffer(b *[]byte) {
+	if cap(*b) <= 16<<10 {
+		bodyBuffers.Put(b)
+	}
+}
+
+// readAll is io.ReadAll into b.
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+	}
+}
+
 // Shared values of the headers every answer sets: net/http only reads them, and
 // Header().Set made a new slice per call.
 var (
@@ -178,6 +214,13 @@ func (h *handler) writeGet(w http.ResponseWriter, r *http.Request, body *request
 	hdr := w.Header()
 	for k, vs := range header {
 		name, _ := outgoingHeader(k)
+		name = textproto.CanonicalMIMEHeaderKey(name)
+		if len(hdr[name]) == 0 && len(vs) > 0 {
+			// The service's own slice, capped so that an Add copies it: net/http only
+			// reads it, and a copy per call was an allocation.
+			hdr[name] = vs[:len(vs):len(vs)]
+			continue
+		}
 		for _, v := range vs {
 			hdr.Add(name, v)
 		}
