@@ -7,6 +7,10 @@
 // unmarshal per call. That path skips the gRPC server's interceptors, so the mirror runs
 // the server's interceptor chain itself around every call: whatever auth, metrics or
 // limits live in interceptors apply to REST callers exactly as to gRPC callers.
+//
+// The hot route, `POST /credit/sessions/get`, is served by the mirror's own handler
+// (get.go), which answers exactly as the gateway's did without its per-call machinery;
+// the other routes go through the gateway.
 package mirror
 
 import (
