@@ -72,7 +72,14 @@ func writeRaw(w http.ResponseWriter, httpStatus int, retryAfter float64, body []
 // status when the error came from Plaid, otherwise the Plaid error code that the
 // service chose (see server.ErrorTable and the service's own errors).
 func handleError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	if rb, ok := r.Body.(*requestBody); ok && rb.err != nil {
+	rb, _ := r.Body.(*requestBody)
+	answerError(w, rb, err)
+}
+
+// answerError is handleError for a call whose request body is rb (nil if not the
+// mirror's): a body that failed to decode is answered as such, whatever err is.
+func answerError(w http.ResponseWriter, rb *requestBody, err error) {
+	if rb != nil && rb.err != nil {
 		requestError(rb.err).write(w)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,10 +33,15 @@ func (u answering) CreditSessionsGet(_ context.Context, r plaid.Request) (*credi
 	return &creditv1.CreditSessionsGetResponse{RequestId: "req-1"}, nil
 }
 
+// ourIDs are the request ids the service makes up for its own errors.
+var ourIDs = regexp.MustCompile(server.RequestIDPrefix + `[A-Za-z0-9]*`)
+
 // FuzzMirrorRequest sends the mirror any request net/http would parse: any method, path,
 // headers (Content-Type, Grpc-Timeout, Grpc-Metadata-*, ...) and body. The answer is
 // always a 200 with the response, or Plaid's error JSON with its four members set and a
-// 4xx or 5xx status; nothing panics, and what reaches the upstream is a valid token.
+// 4xx or 5xx status; nothing panics, and what reaches the upstream is a valid token. The
+// same request through grpc-gateway's route for `POST /credit/sessions/get`, which the
+// mirror's own handler replaced, gets the same answer.
 func FuzzMirrorRequest(f *testing.F) {
 	const post = "POST /credit/sessions/get HTTP/1.1\r\nContent-Type: application/json\r\n"
 	for _, seed := range []struct{ head, body string }{
@@ -51,6 +57,10 @@ func FuzzMirrorRequest(f *testing.F) {
 		{"GET /openapi.json HTTP/1.1\r\n", ``},
 		{"PUT /credit/sessions/get?x=1 HTTP/1.1\r\n", `{}`},
 		{"POST /nowhere/%zz HTTP/1.1\r\n", `{}`},
+		{post + "Te: trailers\r\nAuthorization: Bearer x\r\nX-Forwarded-For: 1.2.3.4\r\n", `{"user_token":"u"}`},
+		{post + "Grpc-Timeout: 5X\r\n", `{"user_token":"u"}`},
+		{"POST /credit/sessions/g%65t HTTP/1.1\r\nContent-Type: application/JSON\r\n", `{"user_token":"u"}`},
+		{"POST /credit/sessions/get HTTP/1.1\r\nContent-Type: application/json; charset=UTF-8\r\n", ``},
 	} {
 		f.Add(seed.head, []byte(seed.body))
 	}
@@ -66,6 +76,20 @@ func FuzzMirrorRequest(f *testing.F) {
 		require.NoError(t, err)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
+
+		gw, err := mirror.New(svc, mirror.Options{MaxRequestBytes: 4 << 10})
+		require.NoError(t, err)
+		mirror.ViaGateway(gw)
+		req, err = http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+		require.NoError(t, err)
+		want := httptest.NewRecorder()
+		gw.ServeHTTP(want, req)
+		require.Equal(t, want.Code, rec.Code, "status for %q", raw)
+		require.Equal(t, ourIDs.ReplaceAllString(want.Body.String(), "id"), ourIDs.ReplaceAllString(rec.Body.String(), "id"),
+			"body for %q", raw)
+		want.Header().Del("Content-Length") // the length of a body with an id of the service's
+		rec.Header().Del("Content-Length")
+		require.Equal(t, want.Header(), rec.Header(), "header for %q", raw)
 
 		if rec.Code == http.StatusOK {
 			require.True(t, json.Valid(rec.Body.Bytes()), "a 200 that is not JSON: %q", rec.Body.Bytes())

@@ -133,13 +133,7 @@ func streamLargeAnswer(ctx context.Context, w http.ResponseWriter, msg proto.Mes
 	if !ok || a == nil || len(m.GetSessions()) < streamFromSessions {
 		return nil
 	}
-	buf := chunkBuffers.Get().(*[]byte)
-	var written int64
-	var err error
-	*buf, written, err = plaidjson.WriteResponse(w, m, *buf, streamChunk)
-	if cap(*buf) <= 2*streamChunk { // not one grown by a giant session
-		chunkBuffers.Put(buf)
-	}
+	written, err := writeLargeAnswer(w, m)
 	switch {
 	case err == nil:
 		a.streamed = true
@@ -151,6 +145,19 @@ func streamLargeAnswer(ctx context.Context, w http.ResponseWriter, msg proto.Mes
 		// connection, so that the client sees a broken response, not a short one.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// writeLargeAnswer writes m as it is encoded, a chunk at a time, returning how much it
+// wrote.
+func writeLargeAnswer(w http.ResponseWriter, m *creditv1.CreditSessionsGetResponse) (int64, error) {
+	buf := chunkBuffers.Get().(*[]byte)
+	var written int64
+	var err error
+	*buf, written, err = plaidjson.WriteResponse(w, m, *buf, streamChunk)
+	if cap(*buf) <= 2*streamChunk { // not one grown by a giant session
+		chunkBuffers.Put(buf)
+	}
+	return written, err
 }
 
 // skipStreamedAnswer is the forward-response rewriter: an answer streamLargeAnswer wrote

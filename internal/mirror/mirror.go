@@ -7,6 +7,10 @@
 // unmarshal per call. That path skips the gRPC server's interceptors, so the mirror runs
 // the server's interceptor chain itself around every call: whatever auth, metrics or
 // limits live in interceptors apply to REST callers exactly as to gRPC callers.
+//
+// The hot route, `POST /credit/sessions/get`, is served by the mirror's own handler
+// (get.go), which answers exactly as the gateway's did without its per-call machinery;
+// the other routes go through the gateway.
 package mirror
 
 import (
@@ -69,7 +73,9 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 		return nil, err
 	}
 	return &handler{gateway: gw, openAPI: doc, maxBody: opts.MaxRequestBytes, memory: opts.AnswerMemory,
-		svc: svc, streamInterceptor: opts.StreamInterceptor}, nil
+		svc: svc, interceptor: opts.Interceptor, streamInterceptor: opts.StreamInterceptor,
+		getInfo:    &grpc.UnaryServerInfo{Server: svc, FullMethod: creditSessionsGetInfo.FullMethod},
+		getHandler: getHandler{next: svc}.handle}, nil
 }
 
 // handler is the mirror's front door. It does what Plaid does before a request reaches
@@ -83,7 +89,14 @@ type handler struct {
 	memory  *membudget.Budget
 
 	svc               creditv1.CreditServiceServer
+	interceptor       grpc.UnaryServerInterceptor
 	streamInterceptor grpc.StreamServerInterceptor
+	getInfo           *grpc.UnaryServerInfo // the hot route's, made once
+	getHandler        grpc.UnaryHandler
+
+	// viaGateway sends the hot route through grpc-gateway too, as before serveGet: for
+	// the test that compares the two, never in production.
+	viaGateway bool
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -95,23 +108,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveDocument(w, h.openAPI)
 		return
 	}
+	// An escaped path (RawPath set) is left to the gateway's matching.
+	if r.URL.Path == getPath && r.Method == http.MethodPost && r.URL.RawPath == "" && !h.viaGateway {
+		h.serveGet(w, r)
+		return
+	}
 	body := &requestBody{ReadCloser: http.MaxBytesReader(w, r.Body, h.maxBody)}
 	r.Body = body
-	if r.Method == http.MethodPost {
-		switch mediaType(r.Header.Get("Content-Type")) {
-		case "application/json":
-		case "application/x-www-form-urlencoded":
-			// curl -d labels a body so unless told otherwise. No Plaid client sends
-			// it; a developer trying the service with curl gets the answer when the
-			// body is plainly a JSON object. Anything else is Plaid's INVALID_BODY.
-			if !body.startsWithObject() {
-				h.badContentType(w)
-				return
-			}
-		default:
-			h.badContentType(w)
-			return
-		}
+	if r.Method == http.MethodPost && !h.acceptsBody(w, r, body) {
+		return
 	}
 	if r.URL.Path == watchPath {
 		h.serveWatch(w, r)
@@ -126,6 +131,23 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.gateway.ServeHTTP(w, r.WithContext(ctx))
 }
 
+// acceptsBody checks a POST's Content-Type, answering the call if it is not JSON.
+func (h *handler) acceptsBody(w http.ResponseWriter, r *http.Request, body *requestBody) bool {
+	switch mediaType(r.Header.Get("Content-Type")) {
+	case "application/json":
+		return true
+	case "application/x-www-form-urlencoded":
+		// curl -d labels a body so unless told otherwise. No Plaid client sends it; a
+		// developer trying the service with curl gets the answer when the body is
+		// plainly a JSON object. Anything else is Plaid's INVALID_BODY.
+		if body.startsWithObject() {
+			return true
+		}
+	}
+	h.badContentType(w)
+	return false
+}
+
 func (h *handler) badContentType(w http.ResponseWriter) {
 	newAPIError(http.StatusBadRequest, "INVALID_REQUEST", "INVALID_BODY",
 		"the request Content-Type must be application/json").write(w)
@@ -133,11 +155,36 @@ func (h *handler) badContentType(w http.ResponseWriter) {
 
 // mediaType is the media type of a Content-Type value, lower case, parameters dropped.
 func mediaType(contentType string) string {
+	// What Plaid's clients send, without mime's map of parameters.
+	if equalFoldASCII(contentType, "application/json") || equalFoldASCII(contentType, "application/json; charset=utf-8") {
+		return "application/json"
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
 		return ""
 	}
 	return mt
+}
+
+// equalFoldASCII is strings.EqualFold for ASCII only, as mime compares: under Unicode
+// folding "ſ" would match "s".
+func equalFoldASCII(s, t string) bool {
+	if len(s) != len(t) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		a, b := s[i], t[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
 
 func collapseSlashes(p string) string {
