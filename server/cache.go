@@ -55,8 +55,9 @@ type cacheRequest struct {
 }
 
 func cacheRequestOf(ctx context.Context) cacheRequest {
-	md, _ := metadata.FromIncomingContext(ctx)
-	return cacheRequest{directives: cache.ParseDirectives(md.Get(CacheControlHeader)), userID: first(md.Get(UserIDHeader))}
+	// Two lookups, not FromIncomingContext: that copies all of the call's metadata.
+	return cacheRequest{directives: cache.ParseDirectives(metadata.ValueFromIncomingContext(ctx, CacheControlHeader)),
+		userID: first(metadata.ValueFromIncomingContext(ctx, UserIDHeader))}
 }
 
 // uses reports whether the call reads or writes the cache at all: only when it asked

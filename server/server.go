@@ -176,12 +176,11 @@ func (s *Service) noteRequestID(ctx context.Context, ci *callInfo, id string) {
 // callerCredentials takes the caller's keys from the request, or else from metadata.
 func callerCredentials(ctx context.Context, clientID, secret string) plaid.Credentials {
 	creds := plaid.Credentials{ClientID: clientID, Secret: secret}
-	md, _ := metadata.FromIncomingContext(ctx)
 	if creds.ClientID == "" {
-		creds.ClientID = first(md.Get(clientIDKey))
+		creds.ClientID = first(metadata.ValueFromIncomingContext(ctx, clientIDKey))
 	}
 	if creds.Secret == "" {
-		creds.Secret = first(md.Get(secretKey))
+		creds.Secret = first(metadata.ValueFromIncomingContext(ctx, secretKey))
 	}
 	return creds
 }
