@@ -357,12 +357,13 @@ const segmentSize = 64 << 10
 var segments = sync.Pool{New: func() any { b := make([]byte, segmentSize); return &b }}
 
 // readUnsized reads a body whose size was not announced (chunked, or ended by closing
-// the connection) into buf. It reads into 64 KiB segments, admitting each before
-// filling it (from the second on: a body that fits one passes as a small one would), so
-// that the answer-memory budget applies as the body arrives rather than once it is all
-// in memory, and no more than max+1 bytes are ever read. At the end the segments are
-// copied into buf, sized to the body, and go back to the pool: the body costs what it
-// would have with a Content-Length, and one copy.
+// the connection) and returns it in a body buffer (see bodies.go). It reads into 64 KiB
+// segments, admitting each before filling it (from the second on: a body that fits one
+// passes as a small one would), so that the answer-memory budget applies as the body
+// arrives rather than once it is all in memory, and no more than max+1 bytes are ever
+// read. At the end the segments are copied into that buffer, sized to the body, and go
+// back to the pool: the body costs what it would have with a Content-Length, and one
+// copy.
 //
 // One such body at a time grows past its first piece, from its first reservation on: the
 // others wait for their turn holding that piece, and no reservation. (Taking the turn any
