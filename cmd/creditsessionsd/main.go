@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&res.MaxRememberedUsers, "max-remembered-users", 10000, "users with recent failures the service remembers (bounds that memory)")
 	coalesce := fs.Bool("coalesce", true, "share one Plaid request among identical calls in flight")
 	maxResponse := fs.Int64("max-response-bytes", plaid.DefaultMaxResponseBytes, "largest response body accepted from Plaid")
-	answerMemory := fs.Int64("answer-memory", app.DefaultAnswerMemory, "bytes of large Plaid answers calls in flight may hold at once; past it, calls wait their turn")
+	answerMemory := fs.Int64("answer-memory", app.DefaultAnswerMemory, "bytes of large Plaid answers (body and decoded message, 3 bytes a body byte) calls in flight may hold at once; past it, calls wait their turn")
 	logFormat := fs.String("log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
 	logFlush := fs.Duration("log-flush-interval", logbuf.DefaultInterval, "longest a log line waits to be written with others (one write for many lines; all are written at exit); 0: each line at once. A crash loses at most this long of lines")
 	credentials := fs.String("plaid-credentials", server.ServiceKeys,

@@ -59,8 +59,9 @@ type Config struct {
 	// plaid.DefaultMaxResponseBytes.
 	MaxResponseBytes int64
 	// AnswerMemory bounds the bytes of large Plaid answers (LargeAnswerBytes or more)
-	// that calls in flight hold at once; calls past it wait for their turn before reading
-	// their answers. 0 means DefaultAnswerMemory. An answer larger than the whole budget
+	// that calls in flight hold at once, bodies and decoded messages (see
+	// AnswerBytesPerBodyByte); calls past it wait for their turn before reading their
+	// answers. 0 means DefaultAnswerMemory. An answer larger than the whole budget
 	// takes all of it.
 	AnswerMemory int64
 	// ShutdownDrain is how long the service keeps serving after health turns
@@ -112,16 +113,29 @@ type Config struct {
 	Cache CacheConfig
 }
 
-// DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body) at a time be read,
-// decoded and encoded, or two of 6,000: on two cores that costs no throughput, since
-// the other calls' answers are meanwhile on their way to their callers, and twenty such
-// calls in flight stay within 150 MB (BENCHMARKS.md). Raise it with the cores, or for an
-// upstream slow to send large bodies.
+// DefaultAnswerMemory lets one 10,000-session answer (a 3 MB body, 9 MB with its
+// decoded message) at a time be read, decoded and encoded, or two of 3,000: on two
+// cores that costs no throughput, since the other calls' answers are meanwhile on their
+// way to their callers (BENCHMARKS.md). Raise it with the cores, or for an upstream slow
+// to send large bodies.
 const DefaultAnswerMemory = 6 << 20
 
 // LargeAnswerBytes is the body size from which an answer counts against AnswerMemory:
 // about 800 sessions. Smaller answers never wait.
 const LargeAnswerBytes = 256 << 10
+
+// AnswerBytesPerBodyByte is what a large answer holds, against AnswerMemory, for each
+// byte of Plaid's body: the body itself, and the message it decodes into, twice its
+// size (6.1 MB for the 3.1 MB body of 10,000 sessions; TestAnswerCostEstimate checks
+// the estimate against a real decode). Counting the body alone let 6 MiB admit two
+// such answers, 18 MB, where it meant one.
+const AnswerBytesPerBodyByte = 3
+
+// reserveAnswer reserves, under ctx's hold, the memory a body of n bytes will hold
+// once decoded.
+func reserveAnswer(ctx context.Context, n int64) error {
+	return membudget.Reserve(ctx, n*AnswerBytesPerBodyByte)
+}
 
 // MaxConnectionAge is how long a client connection lives before the server asks the
 // client to move on (an HTTP/2 GOAWAY; grpc-go adds ±10% jitter so that clients do not
@@ -278,7 +292,7 @@ func New(cfg Config) (_ *App, err error) {
 	if answerMemory <= 0 {
 		answerMemory = DefaultAnswerMemory
 	}
-	budget := membudget.New(answerMemory, LargeAnswerBytes)
+	budget := membudget.New(answerMemory, LargeAnswerBytes*AnswerBytesPerBodyByte)
 	credentialSource, err := secretFiles(upstream, cfg.Security.ReloadEvery, a.logger, securityMetrics, security.Track)
 	if err != nil {
 		return nil, err
@@ -297,7 +311,7 @@ func New(cfg Config) (_ *App, err error) {
 	client, err := plaid.NewClient(plaid.Config{
 		BaseURL: upstream.BaseURL, Credentials: upstream.Credentials, CredentialSource: credentialSource,
 		HTTPClient: httpClient, MaxResponseBytes: cfg.MaxResponseBytes,
-		Admit: membudget.Reserve,
+		Admit: reserveAnswer,
 	})
 	if err != nil {
 		return nil, err

@@ -7,8 +7,9 @@
 // has the others wait their turn, before their bodies are read: the bytes wait in the
 // socket, not in memory.
 //
-// A call takes a Hold when it starts; the Plaid client Reserves each large body's size
-// under it once the size is known and before reading it; the hold gives everything back
+// A call takes a Hold when it starts; the Plaid client Reserves what each large body
+// will hold (the service counts the body and the message it decodes into) under it once
+// the size is known and before reading it; the hold gives everything back
 // when the call ends, once its answer is encoded and handed to the connection (a gRPC
 // stats handler and the REST mirror's front handler hold it, not an interceptor, which
 // would let go before the answer is encoded). Bodies under the threshold pass free, so small calls never wait
@@ -23,7 +24,7 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// Budget is a number of body bytes that calls in flight may hold at once.
+// Budget is a number of bytes of large answers that calls in flight may hold at once.
 type Budget struct {
 	sem       *semaphore.Weighted
 	size      int64

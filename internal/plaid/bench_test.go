@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/creditsessions/creditsessions/internal/emulator"
 	"github.com/creditsessions/creditsessions/internal/plaid"
 )
 
@@ -38,4 +39,27 @@ func BenchmarkCreditSessionsGet(b *testing.B) {
 			cancel()
 		}
 	})
+}
+
+// BenchmarkCreditSessionsGetLarge is one 10,000-session call (a 3 MB body) from the
+// emulator over loopback: the body's buffer is kept from call to call, so a call's
+// garbage is its decoded message. The emulator's own allocations count too.
+func BenchmarkCreditSessionsGetLarge(b *testing.B) {
+	emu, err := emulator.Start("127.0.0.1:0", emulator.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = emu.Close() }()
+	c, err := plaid.NewClient(plaid.Config{BaseURL: emu.URL, Credentials: plaid.Credentials{
+		ClientID: emu.Emulator.ClientID(), Secret: emu.Emulator.Secret()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := c.CreditSessionsGet(context.Background(), plaid.Request{UserToken: "user-sandbox-sessions-10000"})
+		if err != nil || len(resp.GetSessions()) != 10000 {
+			b.Fatal(err)
+		}
+	}
 }

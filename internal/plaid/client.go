@@ -297,14 +297,18 @@ func (c *Client) CreditSessionsGet(ctx context.Context, r Request) (*creditv1.Cr
 			return nil, fmt.Errorf("plaid: credit sessions get: %w to read the response: %w", ErrWaitingForMemory, err)
 		}
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
+	var buf *bytes.Buffer
 	if resp.ContentLength >= 0 {
+		buf = getBuffer(min(resp.ContentLength, c.maxBody) + bytes.MinRead)
+		defer putBuffer(buf)
 		if err := readBody(buf, resp, c.maxBody); err != nil {
 			return nil, err
 		}
-	} else if err := c.readUnsized(ctx, buf, resp); err != nil {
-		return nil, err
+	} else {
+		if buf, err = c.readUnsized(ctx, resp); err != nil {
+			return nil, err
+		}
+		defer putBuffer(buf)
 	}
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
@@ -353,12 +357,13 @@ const segmentSize = 64 << 10
 var segments = sync.Pool{New: func() any { b := make([]byte, segmentSize); return &b }}
 
 // readUnsized reads a body whose size was not announced (chunked, or ended by closing
-// the connection) into buf. It reads into 64 KiB segments, admitting each before
-// filling it (from the second on: a body that fits one passes as a small one would), so
-// that the answer-memory budget applies as the body arrives rather than once it is all
-// in memory, and no more than max+1 bytes are ever read. At the end the segments are
-// copied into buf, sized to the body, and go back to the pool: the body costs what it
-// would have with a Content-Length, and one copy.
+// the connection) and returns it in a body buffer (see bodies.go). It reads into 64 KiB
+// segments, admitting each before filling it (from the second on: a body that fits one
+// passes as a small one would), so that the answer-memory budget applies as the body
+// arrives rather than once it is all in memory, and no more than max+1 bytes are ever
+// read. At the end the segments are copied into that buffer, sized to the body, and go
+// back to the pool: the body costs what it would have with a Content-Length, and one
+// copy.
 //
 // One such body at a time grows past its first piece, from its first reservation on: the
 // others wait for their turn holding that piece, and no reservation. (Taking the turn any
@@ -366,7 +371,7 @@ var segments = sync.Pool{New: func() any { b := make([]byte, segmentSize); retur
 // of the budget and all wait for more; the budget breaks that by having a waiter give
 // back what it holds, but its pieces stay in memory, uncounted, so twenty such waiters
 // would hold twenty partial bodies outside the budget.
-func (c *Client) readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.Response) error {
+func (c *Client) readUnsized(ctx context.Context, resp *http.Response) (*bytes.Buffer, error) {
 	max, admit := c.maxBody, c.admit
 	var segs []*[]byte
 	turn := false
@@ -388,7 +393,7 @@ func (c *Client) readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.
 					case c.growing <- struct{}{}:
 						turn = true
 					case <-ctx.Done():
-						return fmt.Errorf("plaid: credit sessions get: %w to read the rest of the response: %w", ErrWaitingForMemory, ctx.Err())
+						return nil, fmt.Errorf("plaid: credit sessions get: %w to read the rest of the response: %w", ErrWaitingForMemory, ctx.Err())
 					}
 				}
 				n := min(segmentSize, max+1-total) // the most this segment will hold
@@ -396,7 +401,7 @@ func (c *Client) readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.
 					n += segmentSize // and the first, unadmitted until now
 				}
 				if err := admit(ctx, n); err != nil {
-					return fmt.Errorf("plaid: credit sessions get: %w to read the rest of the response: %w", ErrWaitingForMemory, err)
+					return nil, fmt.Errorf("plaid: credit sessions get: %w to read the rest of the response: %w", ErrWaitingForMemory, err)
 				}
 			}
 			segs = append(segs, segments.Get().(*[]byte))
@@ -408,16 +413,16 @@ func (c *Client) readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.
 		fill += n
 		total += int64(n)
 		if total > max {
-			return tooLarge(resp, max)
+			return nil, tooLarge(resp, max)
 		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return readError(resp, err)
+			return nil, readError(resp, err)
 		}
 	}
-	buf.Reset()
+	buf := getBuffer(total)
 	buf.Grow(int(total))
 	for i, seg := range segs {
 		if i == len(segs)-1 {
@@ -426,7 +431,7 @@ func (c *Client) readUnsized(ctx context.Context, buf *bytes.Buffer, resp *http.
 			buf.Write(*seg)
 		}
 	}
-	return nil
+	return buf, nil
 }
 
 func readError(resp *http.Response, err error) error {
@@ -438,19 +443,6 @@ func readError(resp *http.Response, err error) error {
 
 func tooLarge(resp *http.Response, max int64) error {
 	return &ProtocolError{HTTPStatus: resp.StatusCode, Reason: fmt.Sprintf("a body over the %d-byte limit", max), Err: ErrTooLarge}
-}
-
-var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
-
-// putBuffer recycles buf unless it grew large, so one huge response does not pin memory.
-func putBuffer(buf *bytes.Buffer) {
-	if buf.Cap() > 1<<20 {
-		return
-	}
-	buf.Reset()
-	buffers.Put(buf)
 }
 
 // scrubURLError drops the URL from a *url.Error: the method and path are enough, and a

@@ -130,13 +130,21 @@ func (g *Guard) coalesce(ctx context.Context, call call) (*creditv1.CreditSessio
 
 	select {
 	case <-c.done:
+		// Every waiter gets the same message, read-only: the encoders only read it, and
+		// one answer of 10,000 sessions is 6 MB of heap, which N clones would multiply
+		// outside the answer-memory budget.
+		resp, err := c.resp, c.err
 		g.mu.Lock()
 		c.waiting--
+		if c.waiting == 0 {
+			// The last waiter has it: the call lets go of it. Something may keep the
+			// call a while longer (its deadline's stopped timer stays in the runtime's
+			// timer heap until the runtime clears it out), and must not keep the
+			// answer with it, outside the answer-memory budget.
+			c.resp = nil
+		}
 		g.mu.Unlock()
-		// Every waiter gets the same message, read-only: the encoders only read it, and
-		// one answer of 10,000 sessions is 10 MB of heap, which N clones would multiply
-		// outside the answer-memory budget (that counts the body once).
-		return c.resp, c.err
+		return resp, err
 	case <-ctx.Done():
 		g.mu.Lock()
 		c.waiting--
