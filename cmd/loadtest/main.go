@@ -13,7 +13,7 @@
 // and reports requests per second, p50 and p99 latency, errors, and the CPU time per call
 // and peak memory of the process that served each target.
 //
-//	go run ./cmd/loadtest                          # small and large scenarios, about 2 minutes
+//	go run ./cmd/loadtest                          # small and large scenarios, 3 rounds, about 15 minutes
 //	go run ./cmd/loadtest -scenario large -cpuprofile-service cpu.pprof -profile-target rest
 //
 // The emulator and the service each run in a child process (this binary, re-executed
