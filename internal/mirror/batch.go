@@ -9,23 +9,20 @@ import (
 	"github.com/creditsessions/creditsessions/internal/plaidjson"
 	"github.com/creditsessions/creditsessions/server"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-var batchGetInfo = &grpc.UnaryServerInfo{FullMethod: creditv1.CreditService_BatchGetCreditSessions_FullMethodName}
+func (s *intercepted) handleBatch(ctx context.Context, req any) (any, error) {
+	return s.next.BatchGetCreditSessions(ctx, req.(*creditv1.BatchGetCreditSessionsRequest))
+}
 
-func (s intercepted) BatchGetCreditSessions(ctx context.Context, req *creditv1.BatchGetCreditSessionsRequest) (*creditv1.BatchGetCreditSessionsResponse, error) {
+func (s *intercepted) BatchGetCreditSessions(ctx context.Context, req *creditv1.BatchGetCreditSessionsRequest) (*creditv1.BatchGetCreditSessionsResponse, error) {
 	ctx = server.WithTransport(ctx, "rest")
 	if s.interceptor == nil {
 		return s.next.BatchGetCreditSessions(ctx, req)
 	}
-	info := *batchGetInfo
-	info.Server = s.next
-	resp, err := s.interceptor(ctx, req, &info, func(ctx context.Context, req any) (any, error) {
-		return s.next.BatchGetCreditSessions(ctx, req.(*creditv1.BatchGetCreditSessionsRequest))
-	})
+	resp, err := s.interceptor(ctx, req, s.batchInfo, s.batchHandler)
 	if err != nil {
 		return nil, err
 	}

@@ -92,14 +92,6 @@ func (c *getCall) metadata() (header, trailer metadata.MD) {
 	return c.header, c.trailer
 }
 
-// getHandler is the end of the interceptor chain on the hot route: a method value made
-// once in New, where a closure per call cost an allocation.
-type getHandler struct{ next creditv1.CreditServiceServer }
-
-func (g getHandler) handle(ctx context.Context, req any) (any, error) {
-	return g.next.CreditSessionsGet(ctx, req.(*creditv1.CreditSessionsGetRequest))
-}
-
 // serveGet answers `POST /credit/sessions/get` as the front handler and grpc-gateway's
 // handler for it, with the mirror's options, did: the same checks of the body, the same
 // metadata for the service, the same interceptor chain, headers, body and errors.
@@ -147,28 +139,13 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	resp, err := h.callGet(server.WithTransport(ctx, "rest"), &call.req)
+	resp, err := h.rest.CreditSessionsGet(ctx, &call.req)
 	if err != nil {
 		answerError(w, body, err)
 		return
 	}
 	header, trailer := call.metadata()
 	h.writeGet(w, r, body, resp, header, trailer)
-}
-
-func (h *handler) callGet(ctx context.Context, req *creditv1.CreditSessionsGetRequest) (*creditv1.CreditSessionsGetResponse, error) {
-	if h.interceptor == nil {
-		return h.svc.CreditSessionsGet(ctx, req)
-	}
-	resp, err := h.interceptor(ctx, req, h.getInfo, h.getHandler)
-	if err != nil {
-		return nil, err
-	}
-	out, ok := resp.(*creditv1.CreditSessionsGetResponse)
-	if !ok || out == nil {
-		return nil, status.Error(codes.Internal, "interceptor returned no response")
-	}
-	return out, nil
 }
 
 // bodyBuffers hold request bodies while they are decoded.

@@ -64,8 +64,8 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 		runtime.WithForwardResponseOption(streamLargeAnswer),
 		runtime.WithForwardResponseRewriter(skipStreamedAnswer),
 	)
-	if err := creditv1.RegisterCreditServiceHandlerServer(context.Background(), gw,
-		intercepted{next: svc, interceptor: opts.Interceptor}); err != nil {
+	rest := newIntercepted(svc, opts.Interceptor)
+	if err := creditv1.RegisterCreditServiceHandlerServer(context.Background(), gw, rest); err != nil {
 		return nil, err
 	}
 	doc, err := openAPIDocument()
@@ -73,9 +73,7 @@ func New(svc creditv1.CreditServiceServer, opts Options) (http.Handler, error) {
 		return nil, err
 	}
 	return &handler{gateway: gw, openAPI: doc, maxBody: opts.MaxRequestBytes, memory: opts.AnswerMemory,
-		svc: svc, interceptor: opts.Interceptor, streamInterceptor: opts.StreamInterceptor,
-		getInfo:    &grpc.UnaryServerInfo{Server: svc, FullMethod: creditSessionsGetInfo.FullMethod},
-		getHandler: getHandler{next: svc}.handle}, nil
+		svc: svc, rest: rest, streamInterceptor: opts.StreamInterceptor}, nil
 }
 
 // handler is the mirror's front door. It does what Plaid does before a request reaches
@@ -89,10 +87,8 @@ type handler struct {
 	memory  *membudget.Budget
 
 	svc               creditv1.CreditServiceServer
-	interceptor       grpc.UnaryServerInterceptor
+	rest              *intercepted // svc behind the interceptor chain, for REST calls
 	streamInterceptor grpc.StreamServerInterceptor
-	getInfo           *grpc.UnaryServerInfo // the hot route's, made once
-	getHandler        grpc.UnaryHandler
 
 	// viaGateway sends the hot route through grpc-gateway too, as before serveGet: for
 	// the test that compares the two, never in production.
@@ -199,24 +195,36 @@ func collapseSlashes(p string) string {
 }
 
 // intercepted runs the interceptor chain around the service, as the gRPC server would.
+// Each method's grpc.UnaryServerInfo and the handler at the end of the chain are made
+// once, in newIntercepted: per call they cost a copy and a closure.
 type intercepted struct {
 	creditv1.UnimplementedCreditServiceServer
 	next        creditv1.CreditServiceServer
 	interceptor grpc.UnaryServerInterceptor
+
+	getInfo, batchInfo       *grpc.UnaryServerInfo
+	getHandler, batchHandler grpc.UnaryHandler
 }
 
-var creditSessionsGetInfo = &grpc.UnaryServerInfo{FullMethod: creditv1.CreditService_CreditSessionsGet_FullMethodName}
+func newIntercepted(svc creditv1.CreditServiceServer, interceptor grpc.UnaryServerInterceptor) *intercepted {
+	s := &intercepted{next: svc, interceptor: interceptor,
+		getInfo:   &grpc.UnaryServerInfo{Server: svc, FullMethod: creditv1.CreditService_CreditSessionsGet_FullMethodName},
+		batchInfo: &grpc.UnaryServerInfo{Server: svc, FullMethod: creditv1.CreditService_BatchGetCreditSessions_FullMethodName},
+	}
+	s.getHandler, s.batchHandler = s.handleGet, s.handleBatch
+	return s
+}
 
-func (s intercepted) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSessionsGetRequest) (*creditv1.CreditSessionsGetResponse, error) {
+func (s *intercepted) handleGet(ctx context.Context, req any) (any, error) {
+	return s.next.CreditSessionsGet(ctx, req.(*creditv1.CreditSessionsGetRequest))
+}
+
+func (s *intercepted) CreditSessionsGet(ctx context.Context, req *creditv1.CreditSessionsGetRequest) (*creditv1.CreditSessionsGetResponse, error) {
 	ctx = server.WithTransport(ctx, "rest")
 	if s.interceptor == nil {
 		return s.next.CreditSessionsGet(ctx, req)
 	}
-	info := *creditSessionsGetInfo
-	info.Server = s.next
-	resp, err := s.interceptor(ctx, req, &info, func(ctx context.Context, req any) (any, error) {
-		return s.next.CreditSessionsGet(ctx, req.(*creditv1.CreditSessionsGetRequest))
-	})
+	resp, err := s.interceptor(ctx, req, s.getInfo, s.getHandler)
 	if err != nil {
 		return nil, err
 	}
