@@ -34,6 +34,29 @@ func plaidBody(t *testing.T, s *service, token string) []byte {
 	return body
 }
 
+// largeCall starts a gRPC call for token that runs until cancel, and returns what it
+// ended in on done.
+func largeCall(s *service, token string) (cancel context.CancelFunc, done <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan error, 1)
+	go func() {
+		_, err := s.grpc.CreditSessionsGet(ctx, &creditv1.CreditSessionsGetRequest{UserToken: token})
+		ended <- err
+	}()
+	return cancel, ended
+}
+
+// stalledLargeCall starts a call for token whose answer stalls halfway through its
+// body, and returns once the call holds its share of the answer memory.
+func stalledLargeCall(t *testing.T, s *service, token string) (cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	s.app.Emulator().Script(emulator.Fault{Kind: emulator.FaultStall})
+	cancel, done = largeCall(s, token)
+	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_bytes"][""] > 0 },
+		10*time.Second, 5*time.Millisecond, "the stalled call reserved its answer")
+	return cancel, done
+}
+
 // The answer-memory budget counts what a large answer holds: its body and the message
 // it decodes into, AnswerBytesPerBodyByte for each byte of the body. A budget of 3 MiB
 // holds one 2,000-session answer (620 KB of body, 1.85 MB held), not five.
@@ -41,28 +64,14 @@ func TestAnswerMemoryCountsTheDecodedMessage(t *testing.T) {
 	s := start(t, app.Config{MaxResponseBytes: 1 << 20, AnswerMemory: 3 << 20})
 	const large = "user-sandbox-sessions-2000"
 	body := plaidBody(t, s, large)
-	ctx := context.Background()
 
-	s.app.Emulator().Script(emulator.Fault{Kind: emulator.FaultStall})
-	stalled, cancelStalled := context.WithCancel(ctx)
-	firstDone := make(chan error, 1)
-	go func() {
-		_, err := s.grpc.CreditSessionsGet(stalled, &creditv1.CreditSessionsGetRequest{UserToken: large + "#1"})
-		firstDone <- err
-	}()
-	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_bytes"][""] > 0 },
-		10*time.Second, 5*time.Millisecond, "the stalled call reserved its answer")
+	cancelStalled, firstDone := stalledLargeCall(t, s, large+"#1")
 	// Within a few bytes: the request ids of the two answers differ in length.
 	assert.InDelta(t, float64(int64(len(body))*app.AnswerBytesPerBodyByte), s.scrape(t)["creditsessions_answer_memory_bytes"][""],
 		3*64, "the body and its decoded message")
 
 	// Two such answers would hold 3.7 MB: the second waits for the first.
-	waiting, cancelWaiting := context.WithCancel(ctx)
-	secondDone := make(chan error, 1)
-	go func() {
-		_, err := s.grpc.CreditSessionsGet(waiting, &creditv1.CreditSessionsGetRequest{UserToken: large + "#2"})
-		secondDone <- err
-	}()
+	cancelWaiting, secondDone := largeCall(s, large+"#2")
 	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_waits_total"][""] == 1 },
 		10*time.Second, 5*time.Millisecond, "the second large answer waits")
 	cancelWaiting()

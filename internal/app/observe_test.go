@@ -224,19 +224,12 @@ func TestLogsNeverHoldSecretsOrTokens(t *testing.T) {
 // Large answers wait for memory that other calls' large answers hold; small ones never do.
 func TestLargeAnswersWaitTheirTurn(t *testing.T) {
 	s := start(t, app.Config{MaxResponseBytes: 1 << 20, AnswerMemory: 1 << 20})
-	const large = "user-sandbox-sessions-2000" // about 840 KB: two do not fit in 1 MiB
+	// About 620 KB of body, 1.85 MB with its decoded message: one fills the 1 MiB budget.
+	const large = "user-sandbox-sessions-2000"
 	ctx := context.Background()
 
 	// The first large answer stalls halfway through its body, holding its share.
-	s.app.Emulator().Script(emulator.Fault{Kind: emulator.FaultStall})
-	stalled, cancelStalled := context.WithCancel(ctx)
-	firstDone := make(chan error, 1)
-	go func() {
-		_, err := s.grpc.CreditSessionsGet(stalled, &creditv1.CreditSessionsGetRequest{UserToken: large + "#1"})
-		firstDone <- err
-	}()
-	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_bytes"][""] > 0 },
-		10*time.Second, 5*time.Millisecond, "the stalled call reserved its answer")
+	cancelStalled, firstDone := stalledLargeCall(t, s, large+"#1")
 
 	small, err := s.grpc.CreditSessionsGet(ctx, &creditv1.CreditSessionsGetRequest{UserToken: "user-sandbox-example"})
 	require.NoError(t, err, "a small answer does not wait")
@@ -244,12 +237,7 @@ func TestLargeAnswersWaitTheirTurn(t *testing.T) {
 
 	// A second large answer, for another user (the same user's call would join the first),
 	// waits, and stops waiting when its caller leaves.
-	waiting, cancelWaiting := context.WithCancel(ctx)
-	secondDone := make(chan error, 1)
-	go func() {
-		_, err := s.grpc.CreditSessionsGet(waiting, &creditv1.CreditSessionsGetRequest{UserToken: large + "#2"})
-		secondDone <- err
-	}()
+	cancelWaiting, secondDone := largeCall(s, large+"#2")
 	require.Eventually(t, func() bool { return s.scrape(t)["creditsessions_answer_memory_waits_total"][""] == 1 },
 		10*time.Second, 5*time.Millisecond, "the second large answer waits")
 	cancelWaiting()
